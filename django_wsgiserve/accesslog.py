@@ -1,0 +1,261 @@
+"""Access log: one INFO record per response on the ``django_wsgiserve.access`` logger.
+
+Design note:
+
+* ``AccessLog.log()`` is on the per-request hot path. When the logger is not enabled for INFO it
+  returns after one ``isEnabledFor`` check (cached by ``logging``); otherwise it builds one
+  message and calls ``logger.info`` once. The text formats pass their fields as lazy ``%s``
+  arguments, so the line is only formatted if a handler emits it, and aggregators can group on
+  the constant message template. The ``[%d/%b/%Y:%H:%M:%S %z]`` timestamp is rendered once per
+  second and cached (English month names, whatever the locale, as Apache and nginx write them).
+* Request-derived text (method, target, version, Referer, User-Agent) is escaped before it is
+  logged: control characters (C0, DEL and C1, which includes the 8-bit CSI) become ``\\xNN`` or
+  ``\\n``/``\\r``/``\\t``, and ``"``/``\\`` are backslash-escaped, so a client can neither inject
+  log lines, nor terminal escapes, nor fake fields. The JSON format relies on ``json.dumps``.
+* Structured fields go in ``extra=`` (``status_code``, ``request_time_ms``, ``peer``,
+  ``worker_pid``, ``bytes_sent``, ``method``, ``path``) for JSON or coloured handlers.
+* Safe to call from any thread: the timestamp cache is one tuple swapped atomically.
+* The library never installs handlers. ``default_logging_config()`` is a ``dictConfig`` fragment
+  that only the management command applies, and only when ``settings.LOGGING`` configures
+  neither ``django_wsgiserve`` nor ``django_wsgiserve.access``. ``AccessFormatter`` colours lines
+  by status like Django's ``ServerFormatter``, with ANSI codes written here.
+
+Imports only the stdlib; never Django.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = [
+    "ACCESS_LOGGER_NAME",
+    "FORMATS",
+    "AccessFormatter",
+    "AccessLog",
+    "default_logging_config",
+    "escape",
+]
+
+ACCESS_LOGGER_NAME = "django_wsgiserve.access"
+FORMATS = ("combined", "common", "json", "django")
+
+# Apache's %r/%i escaping rules (mod_log_config): no raw control bytes, quotes escaped.
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f-\x9f"\\]')
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", '"': '\\"', "\\": "\\\\"}
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_COMBINED = '%s - - [%s] "%s %s %s" %s %s "%s" "%s"'
+_COMMON = '%s - - [%s] "%s %s %s" %s %s'
+_DJANGO = '"%s %s %s" %s %s'  # runserver: "GET / HTTP/1.1" 200 1234
+
+
+def _escape_match(match: re.Match[str]) -> str:
+    char = match.group()
+    return _ESCAPES.get(char) or f"\\x{ord(char):02x}"
+
+
+def escape(text: str) -> str:
+    """Backslash-escape control characters, ``"`` and ``\\`` in request-derived text."""
+    return _UNSAFE.sub(_escape_match, text)
+
+
+def _clf_time(second: int) -> str:
+    """``10/Oct/2000:13:55:36 -0700`` in local time (Apache's %t without the brackets)."""
+    local = time.localtime(second)
+    offset_minutes = (local.tm_gmtoff or 0) // 60
+    sign = "-" if offset_minutes < 0 else "+"
+    hours, minutes = divmod(abs(offset_minutes), 60)
+    return (
+        f"{local.tm_mday:02d}/{_MONTHS[local.tm_mon - 1]}/{local.tm_year}:"
+        f"{local.tm_hour:02d}:{local.tm_min:02d}:{local.tm_sec:02d} {sign}{hours:02d}{minutes:02d}"
+    )
+
+
+def _iso_time(second: int) -> str:
+    """``2000-10-10T13:55:36-07:00`` in local time (the JSON format's ``time``)."""
+    local = time.localtime(second)
+    offset = time.strftime("%z", local)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", local) + f"{offset[:3]}:{offset[3:]}"
+
+
+class AccessLog:
+    """Renders and logs one access record per response; construct once per worker process.
+
+    ``format`` is one of ``FORMATS`` (the ACCESS_LOG_FORMAT option); ``clock`` is the wall clock
+    (``time.time``), used for timestamps only. Any thread may call ``log()``.
+    """
+
+    __slots__ = ("_clock", "_format", "_format_time", "_logger", "_time_cache", "_worker_pid")
+
+    def __init__(
+        self,
+        *,
+        format: str = "combined",  # noqa: A002 (named after the ACCESS_LOG_FORMAT option)
+        logger: logging.Logger | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if format not in FORMATS:
+            raise ValueError(f"unknown access log format {format!r}: expected one of {FORMATS}")
+        self._format = format
+        self._format_time = _iso_time if format == "json" else _clf_time
+        self._logger = logger if logger is not None else logging.getLogger(ACCESS_LOGGER_NAME)
+        self._clock = clock
+        self._time_cache: tuple[int, str] = (-1, "")
+        self._worker_pid = os.getpid()
+
+    def log(
+        self,
+        *,
+        peer: str,
+        method: str,
+        target: str,
+        http_version: str,
+        status_code: int,
+        bytes_sent: int,
+        request_time_s: float,
+        referer: str,
+        user_agent: str,
+    ) -> None:
+        """Log one response; returns at once when ``django_wsgiserve.access`` is below INFO."""
+        logger = self._logger
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        request_time_ms = round(request_time_s * 1000.0, 3)
+        extra = {
+            "status_code": status_code,
+            "request_time_ms": request_time_ms,
+            "peer": peer,
+            "worker_pid": self._worker_pid,
+            "bytes_sent": bytes_sent,
+            "method": method,
+            "path": target,
+        }
+        log_format = self._format
+        if log_format == "json":
+            record = {"time": self._now(), **extra, "http_version": http_version}
+            record.update(referer=referer, user_agent=user_agent)
+            # ensure_ascii: every control and non-ASCII character becomes a \uXXXX escape.
+            logger.info("%s", json.dumps(record, ensure_ascii=True), extra=extra)
+            return
+        request = (escape(method), escape(target), escape(http_version))
+        if log_format == "django":
+            logger.info(_DJANGO, *request, status_code, bytes_sent, extra=extra)
+            return
+        size = bytes_sent or "-"  # Apache's %b
+        if log_format == "common":
+            logger.info(_COMMON, peer, self._now(), *request, status_code, size, extra=extra)
+            return
+        referer, user_agent = escape(referer) or "-", escape(user_agent) or "-"
+        logger.info(
+            _COMBINED, peer, self._now(), *request, status_code, size, referer, user_agent,
+            extra=extra,
+        )  # fmt: skip
+
+    def _now(self) -> str:
+        second = int(self._clock())
+        cached = self._time_cache
+        if cached[0] != second:
+            cached = (second, self._format_time(second))
+            self._time_cache = cached  # one tuple: readers never see a half-updated cache
+        return cached[1]
+
+
+# Django's DARK_PALETTE (django/utils/termcolors.py) for the HTTP_* roles: fg code, then bold.
+_RESET = "\x1b[0m"
+_INFO, _REDIRECT, _NOT_MODIFIED = "\x1b[1m", "\x1b[32m", "\x1b[36m"
+_NOT_FOUND, _CLIENT_ERROR, _SERVER_ERROR = "\x1b[33m", "\x1b[31;1m", "\x1b[35;1m"
+
+
+def _colour_of(status_code: int) -> str:
+    if 200 <= status_code < 300:
+        return ""  # the common case, plain
+    if 100 <= status_code < 200:
+        return _INFO
+    if status_code == 304:
+        return _NOT_MODIFIED
+    if 300 <= status_code < 400:
+        return _REDIRECT
+    if status_code == 404:
+        return _NOT_FOUND
+    if 400 <= status_code < 500:
+        return _CLIENT_ERROR
+    return _SERVER_ERROR
+
+
+class AccessFormatter(logging.Formatter):
+    """A ``logging.Formatter`` that, with ``colour=True``, colours whole lines by status code.
+
+    Records without an integer ``status_code`` attribute are left plain.
+    """
+
+    def __init__(
+        self, fmt: str | None = None, datefmt: str | None = None, *, colour: bool = False
+    ) -> None:
+        super().__init__(fmt, datefmt)
+        self.colour = colour
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Format ``record``, wrapped in its status colour when colouring is on."""
+        line = super().format(record)
+        status_code = getattr(record, "status_code", None)
+        if not self.colour or not isinstance(status_code, int):
+            return line
+        colour = _colour_of(status_code)
+        return f"{colour}{line}{_RESET}" if colour else line
+
+
+def default_logging_config(*, colour: bool) -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` fragment for projects that do not configure our loggers.
+
+    ``django_wsgiserve`` logs INFO and up to stderr as ``time [pid] LEVEL name: message``;
+    ``django_wsgiserve.access`` logs bare lines to stdout through ``AccessFormatter``. Neither
+    propagates, so a root handler in the project's LOGGING does not print them twice. The
+    library never applies it: the ``serve`` command does, only when ``settings.LOGGING``
+    mentions neither logger.
+    """
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "incremental": False,
+        "formatters": {
+            "django_wsgiserve": {
+                "format": "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s",
+            },
+            ACCESS_LOGGER_NAME: {
+                "()": f"{__name__}.AccessFormatter",
+                "fmt": "%(message)s",
+                "colour": colour,
+            },
+        },
+        "handlers": {
+            "django_wsgiserve": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+                "formatter": "django_wsgiserve",
+            },
+            ACCESS_LOGGER_NAME: {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stdout",
+                "formatter": ACCESS_LOGGER_NAME,
+            },
+        },
+        "loggers": {
+            "django_wsgiserve": {
+                "handlers": ["django_wsgiserve"],
+                "level": "INFO",
+                "propagate": False,
+            },
+            ACCESS_LOGGER_NAME: {
+                "handlers": [ACCESS_LOGGER_NAME],
+                "level": "INFO",
+                "propagate": False,
+            },
+        },
+    }

@@ -1,0 +1,750 @@
+"""Server configuration: one frozen ``ServerConfig`` and the one function that builds it.
+
+Design note:
+
+* Every option is a field of ``ServerConfig`` declared **once** with ``option(...)``. That
+  declaration is the single source of the settings key (``WSGISERVE["MAX_HEADER_BYTES"]``), the
+  environment variable (``WSGISERVE_MAX_HEADER_BYTES``), the command-line flag
+  (``--max-header-bytes``), the ``--print-config`` table and ``docs/settings.md``
+  (``scripts/gen_settings_doc.py``). There are no aliases.
+* ``resolve_config(settings, environ, cli)`` is the only place values are merged, lowest to
+  highest precedence: defaults < ``settings.WSGISERVE`` < ``WSGISERVE_*`` environment variables <
+  command line. It is pure apart from ``os.cpu_count()`` for ``WORKERS = 0``: the caller (the
+  management command) reads ``django.conf.settings``, ``os.environ`` and argv and passes them in.
+* Validation is strict: unknown keys and variables, wrong types, out-of-range values and
+  impossible combinations raise a ``ConfigError`` subclass naming the option and the source of
+  the value (``source_of()``). ``config_errors()`` collects all of them for the system checks.
+* The object is frozen and built once by the master; workers inherit it through ``fork()``.
+  Derived variants use ``dataclasses.replace``, which validates again.
+
+Imports only the stdlib, ``errors`` and ``sockets``; never Django.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import enum
+import math
+import os
+import re
+import types
+from dataclasses import dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from django_wsgiserve.errors import ConfigError
+from django_wsgiserve.sockets import BindAddress, parse_bind
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping
+
+__all__ = [
+    "ENV_PREFIX",
+    "OPTIONS",
+    "OPTIONS_BY_NAME",
+    "ConflictingOptionsError",
+    "InvalidOptionValueError",
+    "Kind",
+    "Option",
+    "ServerConfig",
+    "UnknownOptionError",
+    "add_arguments",
+    "config_errors",
+    "describe_config",
+    "display_value",
+    "given_cli_options",
+    "option",
+    "resolve_config",
+]
+
+ENV_PREFIX = "WSGISERVE_"
+# Variables the test suite uses for itself (e.g. WSGISERVE_TEST_FILES_DIR) are not options.
+_ENV_IGNORED_PREFIX = "WSGISERVE_TEST_"
+_METADATA_KEY = "django_wsgiserve.option"
+_TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+_FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+_T = TypeVar("_T")
+
+
+class UnknownOptionError(ConfigError):
+    """A ``WSGISERVE`` key or ``WSGISERVE_*`` variable that is not an option (check E001)."""
+
+
+class InvalidOptionValueError(ConfigError):
+    """A value of the wrong type or out of range (check E002)."""
+
+
+class ConflictingOptionsError(ConfigError):
+    """Values that are valid alone but impossible together (check E003)."""
+
+
+class Kind(enum.Enum):
+    """The type of an option; the value is the name shown in the docs."""
+
+    INT = "integer"
+    SECONDS = "seconds"
+    BOOL = "boolean"
+    STR = "string"
+    LIST = "list of strings"
+    OCTAL = "octal integer"
+
+
+_EXPECTED = {
+    Kind.INT: "an integer",
+    Kind.SECONDS: "a number of seconds",
+    Kind.BOOL: "True or False (environment: 1/0, true/false, yes/no, on/off)",
+    Kind.STR: "a string",
+    Kind.LIST: "a list of strings (environment: comma-separated)",
+    Kind.OCTAL: "an octal integer such as 0o022 or '022'",
+}
+_METAVARS = {Kind.INT: "N", Kind.SECONDS: "SECONDS", Kind.STR: "TEXT", Kind.OCTAL: "MODE"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Option:
+    """One option, as declared on a ``ServerConfig`` field; ``name`` is the field name."""
+
+    name: str
+    kind: Kind
+    default: object
+    doc: str
+    group: str
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    above: float | None = None  # the value must be strictly greater
+    check: Callable[[Any], None] | None = None  # raises ValueError with an operator message
+    metavar: str | None = None
+
+    @property
+    def setting(self) -> str:
+        """The key in ``settings.WSGISERVE``, e.g. ``MAX_HEADER_BYTES``."""
+        return self.name.upper()
+
+    @property
+    def env(self) -> str:
+        """The environment variable, e.g. ``WSGISERVE_MAX_HEADER_BYTES``."""
+        return ENV_PREFIX + self.setting
+
+    @property
+    def flag(self) -> str:
+        """The command-line flag, e.g. ``--max-header-bytes``."""
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def negative_flag(self) -> str:
+        """``--no-<name>``, the flag that sets a boolean option to False."""
+        return "--no-" + self.name.replace("_", "-")
+
+
+def option(
+    default: _T,
+    *,
+    doc: str,
+    group: str,
+    kind: Kind | None = None,
+    choices: tuple[str, ...] = (),
+    minimum: float | None = None,
+    above: float | None = None,
+    check: Callable[[Any], None] | None = None,
+    metavar: str | None = None,
+) -> _T:
+    """Declare a ``ServerConfig`` field as an option; ``kind`` defaults to the default's type."""
+    declaration = Option(
+        name="",  # filled in from the field name when OPTIONS is built
+        kind=kind or _kind_of(default),
+        default=default,
+        doc=doc,
+        group=group,
+        choices=choices,
+        minimum=minimum,
+        above=above,
+        check=check,
+        metavar=metavar,
+    )
+    result: _T = field(default=default, metadata={_METADATA_KEY: declaration})
+    return result
+
+
+def _kind_of(default: object) -> Kind:
+    kinds = {bool: Kind.BOOL, int: Kind.INT, float: Kind.SECONDS, str: Kind.STR, tuple: Kind.LIST}
+    return kinds[type(default)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks of single values beyond their type (each raises ValueError with an operator message)
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_bind(value: tuple[str, ...]) -> None:
+    if not value:
+        raise ValueError("needs at least one address")
+    addresses = [parse_bind(spec) for spec in value]
+    duplicates = sorted({str(a) for a in addresses if addresses.count(a) > 1})
+    if duplicates:
+        raise ValueError(f"{', '.join(duplicates)} given more than once")
+
+
+def _check_script_name(value: str) -> None:
+    if value and (not value.startswith("/") or value.endswith("/")):
+        raise ValueError(f"must be empty or start with '/' and not end with '/', got {value!r}")
+
+
+def _check_header_value(value: str) -> None:
+    # RFC 9110 §5.5: a field value is visible ASCII and spaces; CR/LF would split the header.
+    if not all(" " <= char <= "~" for char in value):
+        raise ValueError(f"must be printable ASCII, got {value!r}")
+
+
+def _check_umask(value: int | None) -> None:
+    if value is not None and not 0 <= value <= 0o777:
+        raise ValueError(f"must be between 0o000 and 0o777, got {value:#o}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The options
+# ---------------------------------------------------------------------------------------------
+
+_SOCKETS, _PROCESSES, _TIMEOUTS, _LIMITS = "Sockets", "Processes", "Timeouts", "Request limits"
+_APPLICATION, _LOGGING, _DEVELOPMENT = "Application", "Logging", "Development"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerConfig:
+    """Every server option, resolved and validated; see ``docs/settings.md``.
+
+    Build it with ``resolve_config()``; ``source_of(name)`` says where each value came from.
+    """
+
+    # --- Sockets ------------------------------------------------------------------------------
+    # runserver's default address: loopback only, so a fresh install is not reachable from the
+    # network until someone asks for it (gunicorn's default is 127.0.0.1:8000 too).
+    bind: tuple[str, ...] = option(
+        ("127.0.0.1:8000",),
+        doc="Addresses to listen on: HOST:PORT, [IPv6]:PORT, PORT (on 127.0.0.1) or "
+        "unix:/path/to.sock. Ignored when systemd passes listening sockets (socket activation).",
+        group=_SOCKETS,
+        check=_check_bind,
+        metavar="ADDRESS",
+    )
+    # gunicorn 2048; nginx 511; Linux caps it at net.core.somaxconn (4096 since 5.4).
+    backlog: int = option(
+        2048,
+        doc="Connections the kernel queues before the server accepts them (listen(2) backlog).",
+        group=_SOCKETS,
+        minimum=1,
+    )
+
+    # --- Processes ----------------------------------------------------------------------------
+    # gunicorn defaults to 1 worker and recommends 2-4 per CPU for single-threaded workers; ours
+    # are threaded, so one per CPU keeps every core busy without multiplying DB connections.
+    workers: int = option(
+        0,
+        doc="Worker processes; 0 means one per CPU (os.cpu_count()), counted when the "
+        "configuration is loaded. Until the prefork master lands, the command runs one worker "
+        "in its own process.",
+        group=_PROCESSES,
+        minimum=0,
+    )
+    # waitress 4 threads, gunicorn gthread 1: 8 covers the I/O waits of typical Django views
+    # while keeping database connections per worker (one per busy thread) modest.
+    threads: int = option(
+        8,
+        doc="Application threads per worker: requests one worker runs at once. Each busy "
+        "thread may hold a database connection.",
+        group=_PROCESSES,
+        minimum=1,
+    )
+    # Idle connections cost the loop a few KiB, not a thread (DESIGN §3: 10,000 idle keep-alive
+    # connections per worker); gunicorn worker_connections 1000, nginx worker_connections 512.
+    max_connections: int = option(
+        10000,
+        doc="Open connections per worker, idle keep-alive ones included; at the limit the worker "
+        "stops accepting until one closes. Needs a file limit (ulimit -n) above it.",
+        group=_PROCESSES,
+        minimum=1,
+    )
+    max_requests: int = option(  # gunicorn 0: off
+        0,
+        doc="Restart a worker after it has served this many requests (bounds slow memory "
+        "leaks); 0 never restarts.",
+        group=_PROCESSES,
+        minimum=0,
+    )
+    max_requests_jitter: int = option(  # gunicorn 0
+        0,
+        doc="Add a random 0..N to MAX_REQUESTS for each worker, so workers do not all restart "
+        "at once. Needs MAX_REQUESTS.",
+        group=_PROCESSES,
+        minimum=0,
+    )
+    preload: bool = option(  # gunicorn preload_app False
+        False,
+        doc="Import the application in the master before forking workers: faster start and "
+        "shared memory, but code changes then need a full restart instead of a reload.",
+        group=_PROCESSES,
+    )
+    pidfile: str = option(
+        "",
+        doc="Write the master's process id to this file; empty writes none.",
+        group=_PROCESSES,
+        metavar="PATH",
+    )
+    user: str = option(
+        "",
+        doc="Switch to this user (name or number) after binding the sockets; empty stays.",
+        group=_PROCESSES,
+        metavar="USER",
+    )
+    group: str = option(
+        "",
+        doc="Switch to this group (name or number) after binding the sockets; empty stays.",
+        group=_PROCESSES,
+        metavar="GROUP",
+    )
+    umask: int | None = option(
+        None,
+        doc="File mode creation mask of the server, in octal (0o022 in settings, 022 in the "
+        "environment or on the command line); None keeps the inherited umask.",
+        group=_PROCESSES,
+        kind=Kind.OCTAL,
+        check=_check_umask,
+    )
+
+    # --- Timeouts -----------------------------------------------------------------------------
+    # Behind a proxy the server's idle timeout must outlast the proxy's upstream idle timeout,
+    # else the proxy may reuse a connection the server is closing and answer 502: nginx upstream
+    # keepalive_timeout and AWS ALB idle timeout are both 60 s, so 75 (nginx's own client-side
+    # default). Idle connections are cheap here (no thread); MAX_CONNECTIONS bounds them.
+    keepalive_timeout: float = option(
+        75.0,
+        doc="Seconds an idle keep-alive connection waits for its next request; 0 disables "
+        "keep-alive (one request per connection).",
+        group=_TIMEOUTS,
+        minimum=0,
+    )
+    # nginx client_header_timeout 60, Apache mod_reqtimeout header=20-40: a real client sends
+    # its head in one packet, so 10 s is generous and sheds slowloris connections sooner.
+    header_timeout: float = option(
+        10.0,
+        doc="Seconds a client has to send the whole request head (request line and headers).",
+        group=_TIMEOUTS,
+        above=0,
+    )
+    body_timeout: float = option(  # nginx client_body_timeout 60 (also between two reads)
+        30.0,
+        doc="Seconds of silence allowed between two reads of a request body.",
+        group=_TIMEOUTS,
+        above=0,
+    )
+    write_timeout: float = option(  # nginx send_timeout 60 (also between two writes)
+        30.0,
+        doc="Seconds a client may stop reading the response before the connection is dropped.",
+        group=_TIMEOUTS,
+        above=0,
+    )
+    # gunicorn graceful_timeout 30; systemd's TimeoutStopSec (default 90) must exceed it.
+    graceful_timeout: float = option(
+        30.0,
+        doc="Seconds in-flight requests get to finish on shutdown or reload before they are "
+        "cancelled; 0 cancels them at once.",
+        group=_TIMEOUTS,
+        minimum=0,
+    )
+    # nginx proxy_read_timeout 60: past it the proxy has given up on the request anyway.
+    timeout: float = option(
+        60.0,
+        doc="Seconds after which a request still running is logged as stuck; 0 disables.",
+        group=_TIMEOUTS,
+        minimum=0,
+    )
+
+    # --- Request limits -----------------------------------------------------------------------
+    # Apache LimitRequestLine 8190; gunicorn limit_request_line 4094; nginx 8 KiB buffers.
+    max_request_line: int = option(
+        8190,
+        doc="Longest request line (method, target, version) in bytes; longer gets 414.",
+        group=_LIMITS,
+        minimum=1,
+    )
+    max_headers: int = option(  # gunicorn limit_request_fields 100; Apache LimitRequestFields 100
+        100,
+        doc="Most header fields in one request; more gets 431.",
+        group=_LIMITS,
+        minimum=1,
+    )
+    # nginx large_client_header_buffers 4 x 8 KiB; node --max-http-header-size 16 KiB.
+    max_header_bytes: int = option(
+        32768,
+        doc="Most bytes of header fields in one request (request line excluded); more gets 431.",
+        group=_LIMITS,
+        minimum=1,
+    )
+    # nginx client_max_body_size is 1 MiB, too small for the uploads Django apps take; 100 MiB
+    # still stops a client from filling the disk through the temporary-file spill.
+    max_body_bytes: int = option(
+        104857600,
+        doc="Largest request body in bytes; a larger one gets 413 before the application runs.",
+        group=_LIMITS,
+        minimum=1,
+    )
+    # Django's FILE_UPLOAD_MAX_MEMORY_SIZE is 2.5 MiB; nginx client_body_buffer_size 8-16 KiB.
+    body_buffer_bytes: int = option(
+        1048576,
+        doc="Request bodies up to this size are buffered in memory; larger ones spill to a "
+        "temporary file. 0 spills every body.",
+        group=_LIMITS,
+        minimum=0,
+    )
+
+    # --- Application --------------------------------------------------------------------------
+    script_name: str = option(
+        "",
+        doc="URL prefix the application is mounted at (WSGI SCRIPT_NAME), such as /app; empty "
+        "for the root. Starts with / and does not end with /.",
+        group=_APPLICATION,
+        check=_check_script_name,
+        metavar="PREFIX",
+    )
+    # No version number: it would only help scanners (nginx server_tokens off).
+    server_header: str = option(
+        "django-wsgiserve",
+        doc="Value of the Server response header; empty sends none.",
+        group=_APPLICATION,
+        check=_check_header_value,
+    )
+    static: bool = option(
+        True,
+        doc="Serve STATIC_ROOT (filled by collectstatic) from the server itself, without an "
+        "application thread. runserver's --nostatic turns it off.",
+        group=_APPLICATION,
+    )
+
+    # --- Logging ------------------------------------------------------------------------------
+    access_log: bool = option(
+        True,
+        doc="Log one line per response to the django_wsgiserve.access logger.",
+        group=_LOGGING,
+    )
+    # "combined" is nginx's and Apache's usual format: every log analyser reads it.
+    access_log_format: str = option(
+        "combined",
+        doc="combined (Apache/nginx), common, json (one object per line) or django (like "
+        'runserver: "GET / HTTP/1.1" 200 1234).',
+        group=_LOGGING,
+        choices=("combined", "common", "json", "django"),
+    )
+
+    # --- Development --------------------------------------------------------------------------
+    reload: bool = option(
+        False,
+        doc="Restart the server when Python code changes, with Django's autoreloader (for "
+        "development). runserver's --noreload turns it off.",
+        group=_DEVELOPMENT,
+    )
+
+    # --- Not options --------------------------------------------------------------------------
+    sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    addresses: tuple[BindAddress, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sources", types.MappingProxyType(dict(self.sources)))
+        for declared in OPTIONS:
+            raw = getattr(self, declared.name)
+            value = _convert(declared, raw, self.source_of(declared.name), _coerce)
+            if value is not raw:
+                object.__setattr__(self, declared.name, value)
+        object.__setattr__(self, "addresses", tuple(parse_bind(spec) for spec in self.bind))
+        self._check_combinations()
+
+    def _check_combinations(self) -> None:
+        if self.max_requests_jitter and not self.max_requests:
+            raise ConflictingOptionsError(
+                "has no effect without MAX_REQUESTS: set MAX_REQUESTS too, or remove it",
+                option="MAX_REQUESTS_JITTER",
+                source=self.source_of("max_requests_jitter"),
+            )
+
+    def source_of(self, name: str) -> str:
+        """Where option ``name`` (``"threads"`` or ``"THREADS"``) got its value."""
+        name = name.lower()
+        if name not in OPTIONS_BY_NAME:
+            raise KeyError(name)
+        return self.sources.get(name, "default")
+
+
+OPTIONS: tuple[Option, ...] = tuple(
+    replace(item.metadata[_METADATA_KEY], name=item.name)
+    for item in fields(ServerConfig)
+    if _METADATA_KEY in item.metadata
+)
+OPTIONS_BY_NAME: Mapping[str, Option] = types.MappingProxyType({o.name: o for o in OPTIONS})
+
+
+# ---------------------------------------------------------------------------------------------
+# Converting and validating values
+# ---------------------------------------------------------------------------------------------
+
+
+def _convert(
+    declared: Option, raw: object, source: str, converter: Callable[[Option, Any], object]
+) -> object:
+    """Convert and validate one value, turning ValueError into an error naming option+source."""
+    try:
+        value = converter(declared, raw)
+        _validate(declared, value)
+    except ValueError as exc:
+        raise InvalidOptionValueError(str(exc), option=declared.setting, source=source) from exc
+    return value
+
+
+def _coerce(declared: Option, value: object) -> object:
+    """Check a Python value (settings, command line, constructor) against the option's kind."""
+    kind = declared.kind
+    if kind is Kind.BOOL and isinstance(value, bool):
+        return value
+    if isinstance(value, bool):
+        pass  # bool is an int subclass: True is not a number of threads
+    elif kind is Kind.INT and isinstance(value, int):
+        return value
+    elif kind is Kind.SECONDS and isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise ValueError(f"expected a finite number of seconds, got {value!r}")
+        return float(value)
+    elif kind is Kind.STR and isinstance(value, str):
+        return value
+    elif kind is Kind.LIST and isinstance(value, (list, tuple)):
+        if all(isinstance(item, str) for item in value):
+            return tuple(value)
+    elif kind is Kind.LIST and isinstance(value, str):
+        raise ValueError(f"expected a list of strings, got the string {value!r}: write [{value!r}]")
+    elif kind is Kind.OCTAL and (value is None or isinstance(value, int)):
+        return value
+    elif kind is Kind.OCTAL and isinstance(value, str):
+        return _parse_text(declared, value)
+    raise ValueError(f"expected {_EXPECTED[kind]}, got {type(value).__name__} {value!r}")
+
+
+def _parse_text(declared: Option, text: str) -> object:
+    """Parse an environment variable's (or a command-line argument's) text."""
+    kind, stripped = declared.kind, text.strip()
+    if kind is Kind.STR:
+        return text
+    if kind is Kind.LIST:
+        return tuple(item.strip() for item in text.split(",") if item.strip())
+    if kind is Kind.INT and re.fullmatch(r"[+-]?[0-9]+", stripped):
+        return int(stripped)
+    if kind is Kind.SECONDS:
+        try:
+            seconds = float(stripped)
+        except ValueError:
+            pass
+        else:
+            if math.isfinite(seconds):
+                return seconds
+    if kind is Kind.BOOL and stripped.lower() in _TRUE_WORDS | _FALSE_WORDS:
+        return stripped.lower() in _TRUE_WORDS
+    if kind is Kind.OCTAL:
+        if not stripped or stripped == "None":
+            return None
+        digits = stripped.lower().removeprefix("0o")
+        if re.fullmatch(r"[0-7]+", digits):
+            return int(digits, 8)
+    raise ValueError(f"expected {_EXPECTED[kind]}, got {text!r}")
+
+
+def _coerce_cli(declared: Option, value: object) -> object:
+    """Command-line values arrive as text from argparse, or typed from ``call_command``."""
+    if isinstance(value, str) and declared.kind is not Kind.STR:
+        return _parse_text(declared, value)
+    return _coerce(declared, value)
+
+
+def _validate(declared: Option, value: object) -> None:
+    if declared.choices and value not in declared.choices:
+        raise ValueError(f"expected one of {', '.join(declared.choices)}; got {value!r}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if declared.minimum is not None and value < declared.minimum:
+            raise ValueError(f"must be at least {declared.minimum:g}, got {value!r}")
+        if declared.above is not None and value <= declared.above:
+            raise ValueError(f"must be greater than {declared.above:g}, got {value!r}")
+    if declared.check is not None:
+        declared.check(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Resolving
+# ---------------------------------------------------------------------------------------------
+
+
+def resolve_config(
+    settings: Mapping[str, object],
+    environ: Mapping[str, str],
+    cli: Mapping[str, object],
+    *,
+    cli_sources: Mapping[str, str] | None = None,
+) -> ServerConfig:
+    """Merge defaults < ``settings`` (the WSGISERVE dict) < ``environ`` < ``cli`` and validate.
+
+    ``cli`` maps option names (``"threads"``) to the values the user actually gave on the
+    command line; ``cli_sources`` may relabel their source (``{"bind": "command line
+    addrport"}``). ``WORKERS = 0`` becomes ``os.cpu_count()``. Raises the first ``ConfigError``.
+    """
+    values, sources, errors = _merge(settings, environ, cli, cli_sources or {})
+    if errors:
+        raise errors[0]
+    return _build(values, sources)
+
+
+def config_errors(
+    settings: Mapping[str, object], environ: Mapping[str, str], cli: Mapping[str, object]
+) -> list[ConfigError]:
+    """Every problem ``resolve_config()`` would raise for, for the system checks.
+
+    Problems with single values are all reported; a combination problem only when there are none.
+    """
+    values, sources, errors = _merge(settings, environ, cli, {})
+    if errors:
+        return errors
+    try:
+        _build(values, sources)
+    except ConfigError as exc:
+        return [exc]
+    return []
+
+
+def _build(values: dict[str, Any], sources: dict[str, str]) -> ServerConfig:
+    if values.get("workers", 0) == 0:
+        values["workers"] = os.cpu_count() or 1
+    return ServerConfig(**values, sources=sources)
+
+
+def _merge(
+    settings: Mapping[str, object],
+    environ: Mapping[str, str],
+    cli: Mapping[str, object],
+    cli_sources: Mapping[str, str],
+) -> tuple[dict[str, Any], dict[str, str], list[ConfigError]]:
+    errors: list[ConfigError] = [*_unknown_names(settings, environ, cli)]
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for declared in OPTIONS:
+        layers: tuple[tuple[Mapping[str, Any], str, str, Callable[[Option, Any], object]], ...] = (
+            (settings, declared.setting, f"settings.WSGISERVE[{declared.setting!r}]", _coerce),
+            (environ, declared.env, f"environment {declared.env}", _parse_text),
+            (cli, declared.name, cli_sources.get(declared.name, ""), _coerce_cli),
+        )
+        for mapping, key, source, converter in layers:
+            if key not in mapping:
+                continue
+            source = source or _cli_source(declared, mapping[key])
+            try:
+                values[declared.name] = _convert(declared, mapping[key], source, converter)
+            except ConfigError as exc:
+                errors.append(exc)
+            else:
+                sources[declared.name] = source
+    return values, sources, errors
+
+
+def _cli_source(declared: Option, value: object) -> str:
+    flag = declared.negative_flag if value is False else declared.flag
+    return f"command line {flag}"
+
+
+def _unknown_names(
+    settings: Mapping[str, object], environ: Mapping[str, str], cli: Mapping[str, object]
+) -> Iterator[ConfigError]:
+    settings_keys = sorted(o.setting for o in OPTIONS)
+    for key in settings:
+        if key not in settings_keys:
+            hint = _suggestion(key, settings_keys)
+            source = f"settings.WSGISERVE[{key!r}]"
+            yield UnknownOptionError(f"unknown option{hint}", option=str(key), source=source)
+    env_names = [ENV_PREFIX + key for key in settings_keys]
+    for name in environ:
+        if (
+            name.startswith(ENV_PREFIX)
+            and not name.startswith(_ENV_IGNORED_PREFIX)
+            and name not in env_names
+        ):
+            hint = _suggestion(name, env_names)
+            option_name = name.removeprefix(ENV_PREFIX)
+            source = f"environment {name}"
+            yield UnknownOptionError(f"unknown option{hint}", option=option_name, source=source)
+    for key in cli:
+        if key not in OPTIONS_BY_NAME:
+            yield UnknownOptionError("unknown option", option=str(key), source="command line")
+
+
+def _suggestion(key: object, known: list[str]) -> str:
+    if not isinstance(key, str):
+        return f" (keys are strings such as {known[0]!r})"
+    if key.upper() in known:
+        return f"; keys are upper-case: {key.upper()!r}"
+    matches = difflib.get_close_matches(key.upper(), known, n=1)
+    return f"; did you mean {matches[0]!r}?" if matches else ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line and --print-config
+# ---------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per option (``--name`` and ``--no-name`` for booleans), grouped as in the docs.
+
+    Every flag defaults to None, so ``given_cli_options()`` can tell what the user gave. Values
+    stay text here and are parsed by ``resolve_config()``, so a bad value gets the same error
+    (naming option and source) as one from the settings or the environment.
+    """
+    groups = {
+        name: parser.add_argument_group(f"server options: {name}")
+        for name in dict.fromkeys(o.group for o in OPTIONS)
+    }
+    for declared in OPTIONS:
+        group = groups[declared.group]
+        help_text = f"{declared.doc} Default: {display_value(declared, declared.default)}."
+        help_text = help_text.replace("%", "%%")
+        if declared.kind is Kind.BOOL:
+            group.add_argument(
+                declared.flag,
+                dest=declared.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=help_text,
+            )
+            continue
+        if declared.choices:
+            metavar = "{" + ",".join(declared.choices) + "}"
+        else:
+            metavar = declared.metavar or _METAVARS.get(declared.kind, "VALUE")
+        group.add_argument(
+            declared.flag,
+            dest=declared.name,
+            action="append" if declared.kind is Kind.LIST else "store",
+            default=None,
+            metavar=metavar,
+            help=help_text,
+        )
+
+
+def given_cli_options(options: Mapping[str, object]) -> dict[str, object]:
+    """The options the user gave, from the parsed arguments (all flags default to None)."""
+    return {o.name: options[o.name] for o in OPTIONS if options.get(o.name) is not None}
+
+
+def display_value(declared: Option, value: object) -> str:
+    """How a value is written in settings: ``['127.0.0.1:8000']``, ``8``, ``0o22``, ``'json'``."""
+    if isinstance(value, tuple):
+        return repr(list(value))
+    if declared.kind is Kind.OCTAL and isinstance(value, int):
+        return f"{value:#o}"
+    return repr(value)
+
+
+def describe_config(config: ServerConfig) -> list[tuple[str, str, str]]:
+    """``(SETTING, value, source)`` for every option, in declaration order (--print-config)."""
+    return [
+        (o.setting, display_value(o, getattr(config, o.name)), config.source_of(o.name))
+        for o in OPTIONS
+    ]

@@ -1,0 +1,522 @@
+"""Connection: one client socket, its request parser and its pending output.
+
+Design note: ownership moves, it is never shared.
+
+* ``READING``: the loop thread owns the connection. It reads, parses and buffers the whole
+  request (head and body, bodies over BODY_BUFFER_BYTES spill to a temporary file), so a slow
+  or hostile client costs a few KiB of buffer and never a thread.
+* ``DISPATCHED``: a pool thread runs the application (``wsgi.RequestCycle``) and writes the
+  response itself with non-blocking sends. Bytes that would block go to the *outbox*, which the
+  loop flushes when the socket is writable; past ``HIGH_WATERMARK`` buffered bytes the pool
+  thread waits, so a client that never reads cannot balloon memory. File bodies that would
+  block are handed to the loop as a duplicated descriptor and finished with ``os.sendfile``.
+  Meanwhile the loop may still read (pipelined requests, or EOF) into the parser, up to
+  ``PIPELINE_READ_LIMIT`` bytes.
+* ``FLUSHING``: the application is done but output remains; the loop writes it, then resumes
+  reading or closes.
+* ``CLOSING``: an error response was sent and our side shut down; the loop discards what the
+  peer still sends until it closes or ``LINGER_S`` passes, so the response is not destroyed by
+  a TCP reset (a close with unread data sends RST).
+
+``lock`` guards the state change from DISPATCHED, the outbox and the parser while a pool thread
+may look at them; everything else is touched by the owner only. ``OSError``s are translated
+here, once: a vanished peer becomes ``ClientDisconnectedError`` in the pool thread and a quiet
+close (logged at DEBUG) in the loop.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import enum
+import errno
+import io
+import logging
+import os
+import socket
+import tempfile
+import threading
+from typing import TYPE_CHECKING
+
+from .errors import ClientDisconnectedError, ProtocolError
+from .http.events import NEED_DATA, ConnectionClosed, Data, EndOfMessage, Request
+from .http.parser import RequestParser
+
+if TYPE_CHECKING:
+    from .loop import Loop
+    from .wsgi import EnvironTemplate
+
+__all__ = ["Connection", "ConnectionState"]
+
+logger = logging.getLogger(__name__)
+
+RECV_BYTES = 65536
+# A pool thread waits once this much response data is queued in memory (waitress's
+# outbuf_high_watermark is 16 MiB; we keep it small: one slow client, one MiB).
+HIGH_WATERMARK = 1 << 20
+LOW_WATERMARK = 256 << 10
+# While a request runs, read at most this much of what the client pipelines behind it.
+PIPELINE_READ_LIMIT = 64 << 10
+LINGER_S = 2.0
+CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_DISCONNECT_ERRNOS = frozenset(
+    {errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN, errno.ECONNABORTED}
+)
+
+
+class ConnectionState(enum.Enum):
+    READING = "reading"
+    DISPATCHED = "dispatched"
+    FLUSHING = "flushing"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class _AfterFlush(enum.Enum):
+    NOTHING = "nothing"
+    RESUME = "resume"
+    CLOSE = "close"
+
+
+class _FileSegment:
+    """A part of a file still to be sent; owns a duplicated descriptor."""
+
+    __slots__ = ("count", "fd", "offset")
+
+    def __init__(self, fd: int, offset: int, count: int) -> None:
+        self.fd, self.offset, self.count = fd, offset, count
+
+
+class Connection:
+    """A client connection; see the module docstring for which thread may call what."""
+
+    __slots__ = (
+        "_after_flush",
+        "_body_chunks",
+        "_body_file",
+        "_body_size",
+        "_has_error",
+        "_loop",
+        "_outbox",
+        "_outbox_bytes",
+        "_parser",
+        "_request",
+        "_writable",
+        "can_sendfile",
+        "deadline",
+        "fd",
+        "is_reading_enabled",
+        "is_writing_enabled",
+        "last_progress",
+        "lock",
+        "peer",
+        "peer_closed",
+        "requests_served",
+        "sock",
+        "state",
+        "template",
+    )
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        peer: tuple[str, str],
+        *,
+        loop: Loop,
+        template: EnvironTemplate,
+        now: float,
+    ) -> None:
+        limits = loop.limits
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.peer = peer
+        self.template = template
+        self._loop = loop
+        self._parser = RequestParser(
+            max_request_line=limits.max_request_line,
+            max_headers=limits.max_headers,
+            max_header_bytes=limits.max_header_bytes,
+            max_body_bytes=limits.max_body_bytes,
+        )
+        self.lock = threading.Lock()
+        self._writable = threading.Condition(self.lock)
+        self.state = ConnectionState.READING
+        self.deadline: float | None = now + limits.header_timeout
+        self.last_progress = now
+        self.is_reading_enabled = False
+        self.is_writing_enabled = False
+        self.peer_closed = False
+        self.can_sendfile = True
+        self.requests_served = 0
+        self._request: Request | None = None
+        self._body_chunks: list[bytes] = []
+        self._body_file: io.BufferedRandom | None = None
+        self._body_size = 0
+        self._outbox: collections.deque[memoryview | _FileSegment] = collections.deque()
+        self._outbox_bytes = 0
+        self._after_flush = _AfterFlush.NOTHING
+        self._has_error = False
+
+    # == loop thread ======================================================================
+
+    def on_readable(self) -> None:
+        """The socket has data or EOF (loop thread)."""
+        try:
+            data = self.sock.recv(RECV_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            logger.debug("Read from %s failed: %s", self.peer[0], exc)
+            self.close()
+            return
+        state = self.state
+        if state is ConnectionState.CLOSING:
+            if not data:
+                self.close()
+            return
+        if state is not ConnectionState.READING:
+            with self.lock:
+                if self.state is not ConnectionState.READING:
+                    self._read_while_busy(data)
+                    return
+        if data:
+            self._parser.feed(data)
+        else:
+            self.peer_closed = True
+            self._parser.feed_eof()
+        self.process()
+
+    def _read_while_busy(self, data: bytes) -> None:
+        """Keep what a client pipelines while its request runs (loop thread, lock held)."""
+        if data:
+            self._parser.feed(data)
+            if self._parser.buffered_bytes < PIPELINE_READ_LIMIT:
+                return
+        else:
+            self.peer_closed = True
+            self._parser.feed_eof()
+        self._loop.set_interest(self, read=False, write=self.is_writing_enabled)
+
+    def process(self) -> None:
+        """Turn buffered bytes into a dispatched request, as far as they go (loop thread)."""
+        parser = self._parser
+        while self.state is ConnectionState.READING:
+            try:
+                event = parser.next_event()
+            except ProtocolError as exc:
+                self._protocol_error(exc)
+                return
+            if event is NEED_DATA:
+                self._need_data()
+                return
+            event_type = type(event)
+            if event_type is Request:
+                self._start_request(event)  # type: ignore[arg-type]
+            elif event_type is Data:
+                self._buffer_body(event.data)  # type: ignore[union-attr]
+            elif event_type is EndOfMessage:
+                self._dispatch()
+                return
+            elif event_type is ConnectionClosed:
+                self.close()
+                return
+
+    def _need_data(self) -> None:
+        now = self._loop.now
+        if self._request is not None:
+            self.deadline = now + self._loop.limits.body_timeout
+        elif self._parser.buffered_bytes and self.deadline is not None:
+            # The head has started: it must be complete within HEADER_TIMEOUT of now at most.
+            self.deadline = min(self.deadline, now + self._loop.limits.header_timeout)
+        if self.peer_closed:
+            self.close()
+        elif not self.is_reading_enabled:
+            self._loop.set_interest(self, read=True, write=self.is_writing_enabled)
+
+    def _start_request(self, request: Request) -> None:
+        self._request = request
+        self._body_size = 0
+        if request.expect_continue and self._parser.buffered_bytes == 0:
+            # RFC 9110 §10.1.1: we are about to read the body, so ask for it now.
+            self._send_from_loop(CONTINUE_RESPONSE)
+
+    def _buffer_body(self, data: bytes) -> None:
+        self._body_size += len(data)
+        if self._body_file is not None:
+            self._body_file.write(data)
+            return
+        self._body_chunks.append(data)
+        if self._body_size > self._loop.limits.body_buffer_bytes:
+            body_file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the request cycle
+            body_file.writelines(self._body_chunks)
+            self._body_chunks = []
+            self._body_file = body_file
+
+    def _take_body(self) -> tuple[io.BytesIO | io.BufferedRandom, int]:
+        size = self._body_size
+        if self._body_file is not None:
+            body: io.BytesIO | io.BufferedRandom = self._body_file
+            body.seek(0)
+            self._body_file = None
+        else:
+            chunks = self._body_chunks
+            body = io.BytesIO(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+            if chunks:
+                self._body_chunks = []
+        self._body_size = 0
+        return body, size
+
+    def _dispatch(self) -> None:
+        request = self._request
+        assert request is not None
+        self._request = None
+        body, body_size = self._take_body()
+        self.state = ConnectionState.DISPATCHED
+        self.deadline = None
+        self._loop.dispatch(self, request, body, body_size)
+
+    def _protocol_error(self, exc: ProtocolError) -> None:
+        logger.debug("Bad request from %s: %s (%d)", self.peer[0], exc, exc.status_code)
+        self._error_response(exc.status_code, exc.reason)
+
+    def _send_from_loop(self, data: bytes) -> None:
+        """Send a small response the loop made itself (100 Continue, errors); loop thread."""
+        # A vanished peer is noticed again by the next read or flush.
+        with self.lock, contextlib.suppress(ClientDisconnectedError):
+            self._send_locked([data])
+
+    def send_timeout_response(self) -> None:
+        """408 for a client that did not finish its request in time (loop thread)."""
+        logger.debug("Request timeout from %s", self.peer[0])
+        self._error_response(408, "Request Timeout")
+
+    def _error_response(self, status_code: int, reason: str) -> None:
+        """Answer an error the loop found itself, then close (loop thread)."""
+        response = self._loop.writer.error_response(
+            status_code=status_code, reason=reason, date=self._loop.date
+        )
+        self._send_from_loop(response)
+        self._after_flush = _AfterFlush.CLOSE
+        if not self._outbox:
+            self.linger()
+        else:
+            self.state = ConnectionState.FLUSHING
+
+    @property
+    def is_idle(self) -> bool:
+        """Between requests, with nothing buffered: safe to close when draining."""
+        return (
+            self.state is ConnectionState.READING
+            and self._request is None
+            and self._parser.buffered_bytes == 0
+        )
+
+    @property
+    def has_pending_output(self) -> bool:
+        return bool(self._outbox)
+
+    def on_writable(self) -> None:
+        """Flush the outbox (loop thread)."""
+        with self.lock:
+            self._flush_locked()
+            if self._outbox and not self._has_error:
+                return
+            self._writable.notify_all()
+            after, self._after_flush = self._after_flush, _AfterFlush.NOTHING
+        if self._has_error:
+            self.close()
+            return
+        self._loop.set_interest(self, read=self.is_reading_enabled, write=False)
+        if after is _AfterFlush.RESUME:
+            self.resume()
+        elif after is _AfterFlush.CLOSE:
+            self.linger()
+
+    def start_flushing(self) -> None:
+        """Called soon after a pool thread queued output (loop thread)."""
+        if self.state is ConnectionState.CLOSED:
+            return
+        if self._outbox and not self.is_writing_enabled:
+            self._loop.set_interest(self, read=self.is_reading_enabled, write=True)
+
+    def resume(self) -> None:
+        """Go back to reading after a response (loop thread)."""
+        if self.state is ConnectionState.CLOSED:
+            return
+        self.state = ConnectionState.READING
+        self.deadline = self._loop.now + self._loop.limits.keepalive_timeout
+        self.process()
+
+    def linger(self) -> None:
+        """Close our side and discard input until the peer closes (loop thread)."""
+        if self.state is ConnectionState.CLOSED:
+            return
+        if self.peer_closed:
+            self.close()
+            return
+        self.state = ConnectionState.CLOSING
+        self.deadline = self._loop.now + LINGER_S
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.close()
+            return
+        self._loop.set_interest(self, read=True, write=False)
+
+    def close(self) -> None:
+        """Release everything (loop thread). A pool thread still running wakes with an error."""
+        if self.state is ConnectionState.CLOSED:
+            return
+        with self.lock:
+            self.state = ConnectionState.CLOSED
+            self._has_error = True
+            self._writable.notify_all()
+            for item in self._outbox:
+                if type(item) is _FileSegment:
+                    os.close(item.fd)
+            self._outbox.clear()
+            self._outbox_bytes = 0
+        if self._body_file is not None:
+            self._body_file.close()
+            self._body_file = None
+        self._loop.forget(self)
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    # == pool thread (while DISPATCHED) ====================================================
+
+    def send(self, parts: list[bytes]) -> None:
+        """Send response bytes; raises ClientDisconnectedError (pool thread)."""
+        with self.lock:
+            self._send_locked(parts)
+            if self._outbox_bytes > HIGH_WATERMARK:
+                self._wait_for_drain()
+
+    def send_file(self, fd: int, offset: int, count: int) -> None:
+        """Send part of a file with sendfile; the rest goes to the loop (pool thread)."""
+        with self.lock:
+            if self._has_error:
+                raise ClientDisconnectedError("the client has gone")
+            if not self._outbox:
+                sent = self._sendfile_now(fd, offset, count)
+                offset, count = offset + sent, count - sent
+            if count:
+                self._outbox.append(_FileSegment(os.dup(fd), offset, count))
+                self._loop.call_soon_threadsafe(self.start_flushing)
+
+    def finish(self, *, keep_alive: bool) -> None:
+        """The response is complete (pool thread): read the next request, or close."""
+        loop = self._loop
+        with self.lock:
+            self.requests_served += 1
+            if self._has_error or self.state is ConnectionState.CLOSED:
+                loop.call_soon_threadsafe(self.close)
+                return
+            after = _AfterFlush.CLOSE if not keep_alive or loop.is_draining else _AfterFlush.RESUME
+            if self._outbox:
+                self._after_flush = after
+                self.state = ConnectionState.FLUSHING
+                return
+            if (
+                after is _AfterFlush.RESUME
+                and self.is_reading_enabled
+                and not self.peer_closed
+                and self._parser.buffered_bytes == 0
+            ):
+                # Fast path: nothing to parse and the loop is already watching the socket,
+                # so there is no need to wake the loop. Deadline first: the loop reads state.
+                self.deadline = loop.now + loop.limits.keepalive_timeout
+                self.state = ConnectionState.READING
+                return
+            self.state = ConnectionState.FLUSHING
+        loop.call_soon_threadsafe(self.resume if after is _AfterFlush.RESUME else self.linger)
+
+    def _wait_for_drain(self) -> None:
+        """Wait (lock held) until the loop has flushed below the low watermark."""
+        while self._outbox_bytes > LOW_WATERMARK and not self._has_error:
+            self._writable.wait()
+        if self._has_error:
+            raise ClientDisconnectedError("the client has gone")
+
+    # == either thread, lock held ==========================================================
+
+    def _send_locked(self, parts: list[bytes]) -> None:
+        if self._has_error:
+            raise ClientDisconnectedError("the client has gone")
+        if self._outbox:
+            for part in parts:
+                self._outbox.append(memoryview(part))
+                self._outbox_bytes += len(part)
+            return
+        try:
+            sent = self.sock.send(parts[0]) if len(parts) == 1 else self.sock.sendmsg(parts)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self._has_error = True
+            raise _disconnected(exc) from exc
+        for part in parts:
+            size = len(part)
+            if sent >= size:
+                sent -= size
+                continue
+            self._outbox.append(memoryview(part)[sent:])
+            self._outbox_bytes += size - sent
+            sent = 0
+        if self._outbox:
+            self._loop.call_soon_threadsafe(self.start_flushing)
+
+    def _sendfile_now(self, fd: int, offset: int, count: int) -> int:
+        total = 0
+        while count:
+            try:
+                sent = os.sendfile(self.fd, fd, offset, count)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                self._has_error = True
+                raise _disconnected(exc) from exc
+            if sent == 0:
+                break  # the file is shorter than it was: the caller closes the connection
+            total += sent
+            offset += sent
+            count -= sent
+        return total
+
+    def _flush_locked(self) -> None:
+        outbox = self._outbox
+        sock = self.sock
+        while outbox:
+            item = outbox[0]
+            try:
+                if type(item) is _FileSegment:
+                    sent = os.sendfile(self.fd, item.fd, item.offset, item.count)
+                    if sent == 0:  # file truncated under us: framing is broken
+                        self._has_error = True
+                        return
+                    item.offset += sent
+                    item.count -= sent
+                    if not item.count:
+                        os.close(item.fd)
+                        outbox.popleft()
+                else:
+                    assert type(item) is memoryview
+                    sent = sock.send(item)
+                    self._outbox_bytes -= sent
+                    if sent == len(item):
+                        outbox.popleft()
+                    else:
+                        outbox[0] = item[sent:]
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                logger.debug("Write to %s failed: %s", self.peer[0], exc)
+                self._has_error = True
+                return
+            self.last_progress = self._loop.now
+
+
+def _disconnected(exc: OSError) -> ClientDisconnectedError:
+    if exc.errno in _DISCONNECT_ERRNOS:
+        return ClientDisconnectedError(f"the client has gone ({exc.strerror})")
+    return ClientDisconnectedError(f"write failed: {exc}")

@@ -1,0 +1,167 @@
+"""The whole exception hierarchy of django-wsgiserve, and the worker exit codes.
+
+Design note: "their fault" and "our fault" are kept apart.
+
+* ``ProtocolError`` and its subclasses mean the *peer* broke HTTP. Each class carries the
+  status code the server answers with, so the connection layer has exactly one handler:
+  ``except ProtocolError as exc: send_error(exc.status_code)``. They are logged at DEBUG.
+* ``ApplicationError`` means the WSGI application broke WSGI; the peer gets a 500 and the
+  operator gets an ERROR line with a traceback.
+* ``ConfigError`` means the operator's configuration is wrong; the management command turns it
+  into ``CommandError``. It names the option and where its value came from.
+
+This module imports nothing from the rest of the package, so every layer may import it.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import ClassVar
+
+__all__ = [
+    "ApplicationError",
+    "BadRequestError",
+    "ClientDisconnectedError",
+    "ConfigError",
+    "ContentTooLargeError",
+    "ExpectationFailedError",
+    "HeaderFieldsTooLargeError",
+    "InvalidChunkError",
+    "InvalidContentLengthError",
+    "InvalidHeaderError",
+    "InvalidRequestLineError",
+    "InvalidTargetError",
+    "MissingHostError",
+    "ProtocolError",
+    "TruncatedRequestError",
+    "URITooLongError",
+    "UnsupportedTransferCodingError",
+    "VersionNotSupportedError",
+    "WorkerExitCode",
+    "WsgiServeError",
+]
+
+
+class WsgiServeError(Exception):
+    """Base class of every error raised by django-wsgiserve."""
+
+
+class ConfigError(WsgiServeError):
+    """A configuration value is unknown, of the wrong type, or impossible with another.
+
+    ``option`` is the upper-case option name (``"MAX_REQUESTS"``), ``source`` says where the
+    value came from (``"settings.WSGISERVE"``, ``"environment variable WSGISERVE_THREADS"``,
+    ``"command line --threads"``), both ``None`` where not applicable.
+    """
+
+    def __init__(
+        self, message: str, *, option: str | None = None, source: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.option = option
+        self.source = source
+
+
+class ProtocolError(WsgiServeError):
+    """The peer sent something that is not valid HTTP/1.x.
+
+    ``status_code`` is what the server answers; after a protocol error the connection is
+    always closed, because the framing of anything that follows is in doubt.
+    """
+
+    status_code: ClassVar[int] = 400
+    reason: ClassVar[str] = "Bad Request"
+
+
+class BadRequestError(ProtocolError):
+    """400: a generic malformed request."""
+
+
+class InvalidRequestLineError(BadRequestError):
+    """400: the request line does not match RFC 9112 §3."""
+
+
+class InvalidTargetError(BadRequestError):
+    """400: the request-target is not one of the RFC 9112 §3.2 forms allowed for the method."""
+
+
+class InvalidHeaderError(BadRequestError):
+    """400: a field line breaks RFC 9112 §5 (obs-fold, bare CR, CTL, space before colon)."""
+
+
+class MissingHostError(BadRequestError):
+    """400: an HTTP/1.1 request without exactly one Host header (RFC 9112 §3.2)."""
+
+
+class InvalidContentLengthError(BadRequestError):
+    """400: Content-Length is not digits, conflicts with another, or comes with a T-E."""
+
+
+class InvalidChunkError(BadRequestError):
+    """400: a chunk size line, chunk terminator or trailer section is malformed (RFC 9112 §7.1)."""
+
+
+class TruncatedRequestError(BadRequestError):
+    """400: the peer closed the connection in the middle of a request."""
+
+
+class URITooLongError(ProtocolError):
+    """414: the request line is longer than MAX_REQUEST_LINE."""
+
+    status_code = 414
+    reason = "URI Too Long"
+
+
+class ContentTooLargeError(ProtocolError):
+    """413: the request body is larger than MAX_BODY_BYTES."""
+
+    status_code = 413
+    reason = "Content Too Large"
+
+
+class HeaderFieldsTooLargeError(ProtocolError):
+    """431: more than MAX_HEADERS header lines, or more than MAX_HEADER_BYTES of them."""
+
+    status_code = 431
+    reason = "Request Header Fields Too Large"
+
+
+class ExpectationFailedError(ProtocolError):
+    """417: an Expect header other than ``100-continue`` (RFC 9110 §10.1.1)."""
+
+    status_code = 417
+    reason = "Expectation Failed"
+
+
+class UnsupportedTransferCodingError(ProtocolError):
+    """501: a Transfer-Encoding other than a single, final ``chunked`` (RFC 9112 §6.1)."""
+
+    status_code = 501
+    reason = "Not Implemented"
+
+
+class VersionNotSupportedError(ProtocolError):
+    """505: an HTTP version other than 1.0 or 1.1."""
+
+    status_code = 505
+    reason = "HTTP Version Not Supported"
+
+
+class ApplicationError(WsgiServeError):
+    """The WSGI application broke the WSGI contract (PEP 3333); answered with a 500."""
+
+
+class ClientDisconnectedError(WsgiServeError, OSError):
+    """The peer has gone away; raised into the application thread on write.
+
+    It subclasses ``OSError`` so that applications which already catch broken pipes keep working.
+    """
+
+
+class WorkerExitCode(enum.IntEnum):
+    """Exit codes of worker processes. On BOOT_FAILED and APP_LOAD_FAILED the master halts
+    instead of respawning forever."""
+
+    OK = 0
+    BOOT_FAILED = 3
+    APP_LOAD_FAILED = 4

@@ -1,0 +1,163 @@
+"""ResponseWriter: WSGI status and headers -> the bytes of a response head; chunk coding.
+
+Design note: the writer trusts nothing the application gives it. The status line and every
+header are validated against the grammar before they reach the wire, because a CR or LF in a
+header value is response splitting (RFC 9112 §11.1); a violation is an ``ApplicationError``
+(the app broke WSGI; the caller answers 500). The writer adds only what the server owns:
+``Date``, ``Server``, ``Transfer-Encoding: chunked`` and ``Connection``, according to the
+framing chosen by ``framing.choose_framing``. The status line always says HTTP/1.1, the highest
+version we conform to (RFC 9110 §2.5), whatever the request version.
+
+Speed: one list of native strings, one ``join`` and one latin-1 ``encode`` per head. Header
+names seen in most responses are known to be tokens and skip the name regex.
+Stateless apart from the configured Server value; safe to share between threads.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from django_wsgiserve.errors import ApplicationError, ConfigError
+from django_wsgiserve.http import grammar
+from django_wsgiserve.http.framing import Framing
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+__all__ = ["LAST_CHUNK", "ResponseWriter", "encode_chunk"]
+
+# RFC 9112 §7.1: last-chunk = 1*("0") CRLF, then an empty trailer section and CRLF.
+LAST_CHUNK: bytes = b"0\r\n\r\n"
+
+# Header names that are certainly tokens: skip the regex for them (most responses only use
+# these). Anything else is checked against RFC 9110 §5.1 field-name = token.
+_KNOWN_NAMES = frozenset(
+    (
+        "Content-Type",
+        "Content-Length",
+        "Content-Encoding",
+        "Content-Disposition",
+        "Content-Language",
+        "Cache-Control",
+        "Expires",
+        "Last-Modified",
+        "ETag",
+        "Location",
+        "Set-Cookie",
+        "Vary",
+        "X-Frame-Options",
+        "X-Content-Type-Options",
+        "Referrer-Policy",
+        "Cross-Origin-Opener-Policy",
+        "Strict-Transport-Security",
+        "Content-Security-Policy",
+        "Allow",
+        "Access-Control-Allow-Origin",
+        "Date",
+        "Server",
+        "Accept-Ranges",
+        "Content-Range",
+        "WWW-Authenticate",
+        "Retry-After",
+    )
+)
+_TOKEN_MATCH = grammar.TOKEN_STR_RE.fullmatch
+_VALUE_MATCH = grammar.VALUE_STR_RE.fullmatch
+
+
+def encode_chunk(data: bytes) -> bytes:
+    """Frame ``data`` as one chunk (RFC 9112 §7.1). Empty data gives ``b""``: an empty chunk
+    would be the last-chunk and end the body early."""
+    if not data:
+        return b""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+class ResponseWriter:
+    """Serialise response heads. ``server_header`` is the Server value; ``""`` sends none."""
+
+    def __init__(self, *, server_header: str = "") -> None:
+        if server_header and _VALUE_MATCH(server_header) is None:
+            raise ConfigError(
+                f"invalid Server header value {server_header!r}", option="SERVER_HEADER"
+            )
+        self._server_line = f"Server: {server_header}\r\n" if server_header else ""
+
+    def head(
+        self,
+        *,
+        status: str,
+        headers: list[tuple[str, str]],
+        http_version: bytes,
+        framing: Framing,
+        keep_alive: bool,
+        date: bytes,
+    ) -> bytes:
+        """Return the response head: status line, the app's headers, the server's headers,
+        the blank line. Raise ``ApplicationError`` for an invalid status or header."""
+        if type(status) is not str or grammar.STATUS_STR_RE.fullmatch(status) is None:
+            raise ApplicationError(f"invalid WSGI status {status!r} (want '200 OK')")
+        parts = ["HTTP/1.1 ", status, "\r\n"]
+        has_date, has_server = _append_headers(parts, headers)
+        if not has_date:
+            parts.append(f"Date: {date.decode('latin-1')}\r\n")
+        if self._server_line and not has_server:
+            parts.append(self._server_line)
+        if framing is Framing.CHUNKED:
+            parts.append("Transfer-Encoding: chunked\r\n")
+        if not keep_alive:
+            parts.append("Connection: close\r\n")
+        elif http_version == b"1.0":
+            parts.append("Connection: keep-alive\r\n")
+        parts.append("\r\n")
+        # Cannot fail: every piece was checked to be latin-1 text above.
+        return "".join(parts).encode("latin-1")
+
+    def error_response(
+        self,
+        *,
+        status_code: int,
+        reason: str,
+        date: bytes,
+        http_version: bytes = b"1.1",
+        body: bytes | None = None,
+        extra_headers: tuple[tuple[str, str], ...] = (),
+    ) -> bytes:
+        """Return a complete short plain-text response that closes the connection (used for
+        protocol errors and 500s). ``http_version`` is the request's; the status line is
+        HTTP/1.1 regardless (RFC 9110 §2.5), and Connection: close is always sent."""
+        del http_version  # accepted for symmetry with head(); see the docstring
+        status = f"{status_code} {reason}"
+        if grammar.STATUS_STR_RE.fullmatch(status) is None:
+            raise ApplicationError(f"invalid status {status!r}")
+        if body is None:
+            body = f"{status}\n".encode()
+        parts = ["HTTP/1.1 ", status, "\r\n", f"Date: {date.decode('latin-1')}\r\n"]
+        if self._server_line:
+            parts.append(self._server_line)
+        parts.append("Content-Type: text/plain; charset=utf-8\r\n")
+        parts.append(f"Content-Length: {len(body)}\r\nConnection: close\r\n")
+        _append_headers(parts, extra_headers)
+        parts.append("\r\n")
+        return "".join(parts).encode("latin-1") + body
+
+
+def _append_headers(parts: list[str], headers: Iterable[tuple[str, str]]) -> tuple[bool, bool]:
+    """Validate and append ``Name: value`` lines; return (has Date, has Server)."""
+    has_date = has_server = False
+    try:
+        for name, value in headers:
+            if name not in _KNOWN_NAMES and _TOKEN_MATCH(name) is None:
+                raise ApplicationError(f"invalid header name {name!r}")
+            if _VALUE_MATCH(value) is None:
+                # CR, LF, NUL or another control character, or a character beyond latin-1.
+                raise ApplicationError(f"invalid value for header {name!r}: {value!r}")
+            if len(name) in (4, 6):
+                lowered = name.lower()
+                has_date = has_date or lowered == "date"
+                has_server = has_server or lowered == "server"
+            parts.append(f"{name}: {value}\r\n")
+    except (TypeError, ValueError) as exc:
+        # Not a list of (str, str) pairs: bytes, None, or tuples of the wrong length.
+        raise ApplicationError(f"response headers must be (str, str) pairs: {exc}") from exc
+    return has_date, has_server

@@ -1,0 +1,389 @@
+"""The worker's I/O loop: accept, read, write, timers, wake-ups, graceful drain.
+
+Design note. One thread (the worker's main thread) runs ``Loop.run``. It owns the selector and
+every socket registration; pool threads never touch the selector. They ask the loop to do
+things with ``call_soon_threadsafe``, which puts a callable on a ``SimpleQueue`` and writes one
+byte to the wake-up pipe unless a wake-up is already pending.
+
+Once a second (the *tick*) the loop refreshes the cached ``Date`` header and sweeps the
+connections for deadlines: the request head (HEADER_TIMEOUT, answered with 408), the gap
+between body reads (BODY_TIMEOUT, 408), idle keep-alive (KEEPALIVE_TIMEOUT, closed quietly)
+and clients that stop reading (WRITE_TIMEOUT, closed). A sweep is O(connections), which at
+10,000 connections costs about a millisecond a second.
+
+When the number of connections reaches MAX_CONNECTIONS, the listeners are unregistered, so
+the excess waits in the kernel's backlog (or goes to another worker) instead of here.
+
+Shutdown is an explicit state: ``request_stop()`` (safe from a signal handler) makes the loop
+stop accepting, close idle connections, answer the rest with ``Connection: close``, and leave
+once no connection is left or GRACEFUL_TIMEOUT has passed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import os
+import queue
+import selectors
+import socket
+import time
+from dataclasses import dataclass
+from email.utils import formatdate
+from typing import TYPE_CHECKING, Any
+
+from .connection import Connection, ConnectionState
+from .http.writer import ResponseWriter
+from .wsgi import EnvironTemplate, RequestCycle
+
+if TYPE_CHECKING:
+    import io
+    from collections.abc import Callable, Sequence
+
+    from .accesslog import AccessLog
+    from .config import ServerConfig
+    from .http.events import Request
+    from .pool import ThreadPool
+    from .wsgi import WSGIApplication
+
+__all__ = ["Limits", "Loop", "LoopState"]
+
+logger = logging.getLogger(__name__)
+
+_ACCEPTS_PER_EVENT = 64
+_TICK_S = 1.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """The plain numbers connections need, taken from ServerConfig once."""
+
+    max_request_line: int
+    max_headers: int
+    max_header_bytes: int
+    max_body_bytes: int
+    body_buffer_bytes: int
+    header_timeout: float
+    body_timeout: float
+    keepalive_timeout: float
+    write_timeout: float
+
+    @classmethod
+    def from_config(cls, config: ServerConfig) -> Limits:
+        return cls(
+            max_request_line=config.max_request_line,
+            max_headers=config.max_headers,
+            max_header_bytes=config.max_header_bytes,
+            max_body_bytes=config.max_body_bytes,
+            body_buffer_bytes=config.body_buffer_bytes,
+            header_timeout=config.header_timeout,
+            body_timeout=config.body_timeout,
+            keepalive_timeout=config.keepalive_timeout,
+            write_timeout=config.write_timeout,
+        )
+
+
+class LoopState(enum.Enum):
+    RUNNING = "running"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+
+
+class _Listener:
+    __slots__ = ("is_unix", "sock", "template")
+
+    def __init__(self, sock: socket.socket, template: EnvironTemplate) -> None:
+        self.sock = sock
+        self.template = template
+        self.is_unix = sock.family == socket.AF_UNIX
+
+
+class Loop:
+    """Selector loop of one worker process. ``run`` in the main thread; see module notes."""
+
+    def __init__(
+        self,
+        *,
+        config: ServerConfig,
+        listeners: Sequence[socket.socket],
+        application: WSGIApplication,
+        pool: ThreadPool,
+        access_log: AccessLog | None,
+        multiprocess: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limits = Limits.from_config(config)
+        self.writer = ResponseWriter(server_header=config.server_header)
+        self.state = LoopState.RUNNING
+        self.now = clock()
+        self.date = formatdate(usegmt=True).encode("ascii")
+        self.requests_served = 0
+        self._config = config
+        self._application = application
+        self._pool = pool
+        self._access_log = access_log
+        self._clock = clock
+        self._selector = selectors.DefaultSelector()
+        self._connections: set[Connection] = set()
+        self._calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._wakeup_read, self._wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wakeup_pending = False
+        self._stop_requested = False
+        self._is_accepting = False
+        self._drain_deadline = -1.0
+        self._next_tick = self.now + _TICK_S
+        self._listeners = [
+            _Listener(sock, _template_for(sock, config, multiprocess)) for sock in listeners
+        ]
+        self._selector.register(self._wakeup_read, selectors.EVENT_READ, self._on_wakeup)
+
+    # -- any thread ----------------------------------------------------------------------
+
+    @property
+    def is_draining(self) -> bool:
+        return self.state is not LoopState.RUNNING
+
+    def call_soon_threadsafe(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` in the loop thread soon (any thread)."""
+        self._calls.put(callback)
+        if not self._wakeup_pending:
+            self._wakeup_pending = True
+            with contextlib.suppress(BlockingIOError):
+                os.write(self._wakeup_write, b"\0")
+
+    def request_stop(self, *, immediate: bool = False) -> None:
+        """Begin a graceful drain, or end it now when ``immediate``. Safe to call from a signal
+        handler: it only records and wakes the loop."""
+        self._stop_requested = True
+        if immediate:
+            self._drain_deadline = 0.0
+        with contextlib.suppress(OSError):
+            os.write(self._wakeup_write, b"\0")
+
+    @property
+    def drain_deadline(self) -> float:
+        """When a drain must end, on the loop's clock (meaningful once draining)."""
+        return self._drain_deadline
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    # -- loop thread ---------------------------------------------------------------------
+
+    def run(self, *, on_ready: Callable[[], None] | None = None) -> None:
+        """Serve until a requested stop has drained (loop thread)."""
+        self._set_accepting(True)
+        if on_ready is not None:
+            on_ready()
+        select = self._selector.select
+        while self.state is not LoopState.STOPPED:
+            timeout = max(0.0, self._next_tick - self.now)
+            for key, mask in select(timeout):
+                target = key.data
+                if type(target) is Connection:
+                    if mask & selectors.EVENT_READ:
+                        target.on_readable()
+                    if mask & selectors.EVENT_WRITE and target.state is not ConnectionState.CLOSED:
+                        target.on_writable()
+                else:
+                    target()
+            self.now = now = self._clock()
+            if now >= self._next_tick:
+                self._tick(now)
+            if self._stop_requested and self.state is LoopState.RUNNING:
+                self._begin_drain()
+            if self.state is LoopState.DRAINING:
+                self._check_drained()
+        self._close_all()
+
+    def set_interest(self, connection: Connection, *, read: bool, write: bool) -> None:
+        """(Un)register ``connection`` for readability and writability (loop thread)."""
+        events = (selectors.EVENT_READ if read else 0) | (selectors.EVENT_WRITE if write else 0)
+        was_registered = connection.is_reading_enabled or connection.is_writing_enabled
+        if events and was_registered:
+            self._selector.modify(connection.fd, events, connection)
+        elif events:
+            self._selector.register(connection.fd, events, connection)
+        elif was_registered:
+            self._selector.unregister(connection.fd)
+        connection.is_reading_enabled = read
+        connection.is_writing_enabled = write
+
+    def dispatch(
+        self, connection: Connection, request: Request, body: io.IOBase, body_size: int
+    ) -> None:
+        """Hand a complete request to the pool (loop thread)."""
+        started = self.now
+        self.requests_served += 1
+
+        def run_request() -> None:
+            try:
+                environ = connection.template.build(request, body, body_size, connection.peer)
+                cycle = RequestCycle(
+                    app=self._application,
+                    environ=environ,
+                    request=request,
+                    sink=connection,
+                    writer=self.writer,
+                    get_date=self._get_date,
+                    access_log=self._access_log,
+                    keep_alive=request.keep_alive and self._keepalive_allowed(),
+                    started=started,
+                )
+                cycle.run()
+            finally:
+                body.close()
+
+        self._pool.submit(run_request)
+
+    def forget(self, connection: Connection) -> None:
+        """A connection has closed (loop thread)."""
+        if connection.is_reading_enabled or connection.is_writing_enabled:
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(connection.fd)
+            connection.is_reading_enabled = connection.is_writing_enabled = False
+        self._connections.discard(connection)
+        if (
+            not self._is_accepting
+            and self.state is LoopState.RUNNING
+            and len(self._connections) < self._config.max_connections
+        ):
+            self._set_accepting(True)
+
+    # -- internals (loop thread) ----------------------------------------------------------
+
+    def _get_date(self) -> bytes:
+        return self.date
+
+    def _keepalive_allowed(self) -> bool:
+        return self.state is LoopState.RUNNING and self.limits.keepalive_timeout > 0
+
+    def _on_wakeup(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._wakeup_read, 4096)
+        self._wakeup_pending = False
+        calls = self._calls
+        while True:
+            try:
+                callback = calls.get_nowait()
+            except queue.Empty:
+                return
+            callback()
+
+    def _accept(self, listener: _Listener) -> None:
+        accept = listener.sock.accept
+        now = self.now
+        for _ in range(_ACCEPTS_PER_EVENT):
+            try:
+                sock, address = accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # EMFILE/ENFILE/ENOBUFS: log and let the backlog hold the client for now.
+                logger.warning("accept() failed: %s", exc)
+                return
+            sock.setblocking(False)
+            if listener.is_unix:
+                peer = ("", "")
+            else:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                peer = (address[0], str(address[1]))
+            connection = Connection(sock, peer, loop=self, template=listener.template, now=now)
+            self._connections.add(connection)
+            self.set_interest(connection, read=True, write=False)
+            if len(self._connections) >= self._config.max_connections:
+                self._set_accepting(False)
+                return
+
+    def _set_accepting(self, enabled: bool) -> None:
+        if enabled == self._is_accepting:
+            return
+        for listener in self._listeners:
+            if enabled:
+                self._selector.register(
+                    listener.sock, selectors.EVENT_READ, lambda lst=listener: self._accept(lst)
+                )
+            else:
+                self._selector.unregister(listener.sock)
+        self._is_accepting = enabled
+
+    def _tick(self, now: float) -> None:
+        self.date = formatdate(usegmt=True).encode("ascii")
+        self._next_tick = now + _TICK_S
+        write_timeout = self.limits.write_timeout
+        for connection in list(self._connections):
+            self._check_deadlines(connection, now, write_timeout)
+
+    def _check_deadlines(self, connection: Connection, now: float, write_timeout: float) -> None:
+        if connection.has_pending_output and now - connection.last_progress > write_timeout:
+            logger.debug("Write timeout: %s stopped reading", connection.peer[0])
+            connection.close()
+            return
+        deadline = connection.deadline
+        if deadline is None or deadline > now:
+            return
+        state = connection.state
+        if state is ConnectionState.CLOSING:
+            connection.close()
+        elif state is ConnectionState.READING:
+            with connection.lock:
+                if connection.state is not ConnectionState.READING:
+                    return  # a pool thread just handed it back; its deadline is fresh
+            if connection.is_idle:
+                connection.close()
+            else:
+                connection.send_timeout_response()
+
+    def _begin_drain(self) -> None:
+        self.state = LoopState.DRAINING
+        if self._drain_deadline != 0.0:  # 0.0: a second signal asked to stop at once
+            self._drain_deadline = self.now + self._config.graceful_timeout
+        self._set_accepting(False)
+        for connection in list(self._connections):
+            if connection.is_idle:
+                connection.close()
+        logger.info(
+            "Shutting down: %d connection(s) still open, %d request(s) running",
+            len(self._connections),
+            self._pool.busy,
+        )
+
+    def _check_drained(self) -> None:
+        for connection in list(self._connections):
+            if connection.is_idle:
+                connection.close()
+        if not self._connections:
+            self.state = LoopState.STOPPED
+        elif self.now >= self._drain_deadline:
+            logger.warning(
+                "Graceful timeout (%.1f s) reached: closing %d connection(s), "
+                "%d request(s) still running",
+                self._config.graceful_timeout,
+                len(self._connections),
+                self._pool.busy,
+            )
+            self.state = LoopState.STOPPED
+
+    def _close_all(self) -> None:
+        for connection in list(self._connections):
+            connection.close()
+        self._set_accepting(False)
+        self._selector.close()
+        os.close(self._wakeup_read)
+        os.close(self._wakeup_write)
+
+
+def _template_for(sock: socket.socket, config: ServerConfig, multiprocess: bool) -> EnvironTemplate:
+    if sock.family == socket.AF_UNIX:
+        server_name, server_port = "localhost", "80"
+    else:
+        address: Any = sock.getsockname()
+        server_name, server_port = address[0], str(address[1])
+    return EnvironTemplate(
+        server_name=server_name,
+        server_port=server_port,
+        script_name=config.script_name,
+        multiprocess=multiprocess,
+    )

@@ -1,0 +1,87 @@
+"""ThreadPool: the worker's application threads.
+
+Design note. The I/O loop hands complete requests (callables) to the pool with ``submit``; a
+fixed number of named threads (``wsgiserve-<pid>-<n>``) run them one at a time. The queue is a
+``queue.SimpleQueue`` (implemented in C, the cheapest hand-off the stdlib has) and ``submit``
+never blocks: the loop keeps its own count of work in flight to decide when to refuse (503).
+
+``shutdown(deadline_s)`` lets queued and running work finish up to the deadline, then returns
+the number of threads still busy, which the worker logs. Threads are daemonic so that a stuck
+application thread can never keep a draining worker process alive past its deadline.
+
+Threads: ``submit`` and ``shutdown`` are called by the loop thread; jobs run in pool threads.
+Imports only the stdlib.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["ThreadPool"]
+
+logger = logging.getLogger(__name__)
+
+_STOP = None  # queue marker: one per thread asks it to exit
+
+
+class ThreadPool:
+    """A fixed set of threads running submitted callables in FIFO order."""
+
+    def __init__(self, *, threads: int, name_prefix: str | None = None) -> None:
+        self.size = threads
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._busy = 0  # threads currently running a job; only an estimate, read for logs
+        self._prefix = name_prefix or f"wsgiserve-{os.getpid()}"
+
+    def start(self) -> None:
+        """Start the threads (loop thread)."""
+        for number in range(self.size):
+            thread = threading.Thread(
+                target=self._run, name=f"{self._prefix}-{number}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def submit(self, job: Callable[[], None]) -> None:
+        """Queue ``job`` to run in a pool thread (any thread). Never blocks."""
+        self._jobs.put(job)
+
+    @property
+    def busy(self) -> int:
+        """How many threads are running a job right now (approximate)."""
+        return self._busy
+
+    def shutdown(self, *, deadline_s: float) -> int:
+        """Let the threads finish their work up to ``deadline_s`` seconds; return how many are
+        still running then (loop thread)."""
+        for _ in self._threads:
+            self._jobs.put(_STOP)
+        end = time.monotonic() + deadline_s
+        for thread in self._threads:
+            thread.join(max(0.0, end - time.monotonic()))
+        return sum(thread.is_alive() for thread in self._threads)
+
+    def _run(self) -> None:
+        """Pool thread body: run jobs until the stop marker arrives."""
+        get = self._jobs.get
+        while True:
+            job = get()
+            if job is _STOP:
+                return
+            self._busy += 1
+            try:
+                job()
+            except Exception:
+                # Jobs handle their own errors; reaching here is a bug in the server itself.
+                logger.exception("Unhandled error in an application thread")
+            finally:
+                self._busy -= 1

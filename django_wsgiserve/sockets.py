@@ -1,0 +1,261 @@
+"""Listening sockets: parse ``BIND`` entries, bind them, or take them over from systemd.
+
+Design note:
+
+* ``parse_bind()`` is pure: it turns one ``BIND`` entry into a ``BindAddress`` or raises
+  ``ValueError`` with a message meant for the operator; ``config.py`` wraps that message in a
+  ``ConfigError`` naming ``BIND`` and the value's source.
+* ``bind_listeners()`` binds every address or none: on the first failure the sockets already
+  bound are closed and a ``BindError`` (an ``OSError`` carrying the address) is raised;
+  ``friendly_bind_error()`` words it the way ``runserver`` does.
+* Every listener returned is non-blocking (the worker's loop accepts from a selector) and
+  close-on-exec (Python sockets are non-inheritable by default, PEP 446; systemd's fds are made so
+  by ``systemd.listen_fds()``). TCP_NODELAY is set per accepted connection by the loop, because
+  inheritance of the option from a listener is not portable.
+* A unix socket path is only ever removed when it is a socket nobody answers on (a stale file left
+  by a crashed server), and ``close_listeners()`` unlinks only paths this process bound itself,
+  never ones handed over by systemd.
+
+Imports only the stdlib and ``systemd``; never Django.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+import os
+import re
+import socket
+import stat
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from django_wsgiserve import systemd
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, MutableMapping
+
+__all__ = [
+    "DEFAULT_HOST",
+    "BindAddress",
+    "BindError",
+    "bind_listeners",
+    "close_listeners",
+    "friendly_bind_error",
+    "inherited_listeners",
+    "listener_url",
+    "parse_bind",
+]
+
+logger = logging.getLogger(__name__)
+
+# A bare "PORT" listens on loopback only, as runserver does: exposing a server on every
+# interface must be asked for explicitly ("0.0.0.0:8000").
+DEFAULT_HOST = "127.0.0.1"
+
+_UNIX_PREFIX = "unix:"
+_HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})*")
+
+# runserver's wording (django/core/management/commands/runserver.py), so habits carry over.
+_FRIENDLY_ERRORS = {
+    errno.EACCES: "You don't have permission to access that port.",
+    errno.EADDRINUSE: "That port is already in use.",
+    errno.EADDRNOTAVAIL: "That IP address can't be assigned to.",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class BindAddress:
+    """One parsed ``BIND`` entry: a TCP host and port, or a unix socket path."""
+
+    family: socket.AddressFamily
+    host: str = ""
+    port: int = 0
+    path: str = ""
+
+    def __str__(self) -> str:
+        if self.family == socket.AF_UNIX:
+            return _UNIX_PREFIX + self.path
+        if self.family == socket.AF_INET6:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+
+class BindError(OSError):
+    """Binding or listening on ``address`` failed; ``errno`` and ``strerror`` are the OS's."""
+
+    def __init__(self, address: BindAddress, error_number: int, strerror: str) -> None:
+        super().__init__(error_number, strerror)
+        self.address = address
+
+
+def parse_bind(spec: str) -> BindAddress:
+    """Parse ``HOST:PORT``, ``[IPv6]:PORT``, ``PORT`` or ``unix:/path/to.sock``.
+
+    A bare port listens on ``127.0.0.1``; host ``0`` means ``0.0.0.0`` (a runserver habit).
+    Host names are accepted and bound as IPv4, like runserver without ``--ipv6``.
+    """
+    if spec.startswith(_UNIX_PREFIX):
+        path = spec[len(_UNIX_PREFIX) :]
+        if not path or "\0" in path:
+            raise ValueError(f"{spec!r}: expected unix:/path/to.sock")
+        return BindAddress(family=socket.AF_UNIX, path=path)
+    if spec.startswith("["):
+        host, bracket, port_text = spec[1:].partition("]:")
+        if not bracket:
+            raise ValueError(f"{spec!r}: expected [IPv6]:PORT")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{spec!r}: {host!r} is not an IPv6 address") from None
+        return BindAddress(family=socket.AF_INET6, host=host, port=_parse_port(spec, port_text))
+    host, colon, port_text = spec.rpartition(":")
+    if not colon:
+        return BindAddress(family=socket.AF_INET, host=DEFAULT_HOST, port=_parse_port(spec, spec))
+    if ":" in host:
+        raise ValueError(f"{spec!r}: write IPv6 addresses in brackets, as in [::1]:8000")
+    host = "0.0.0.0" if host == "0" else host
+    if not _HOSTNAME.fullmatch(host) or (
+        host.replace(".", "").isdigit() and not _is_ipv4_address(host)
+    ):
+        raise ValueError(f"{spec!r}: {host!r} is not an IPv4 address or host name")
+    return BindAddress(family=socket.AF_INET, host=host, port=_parse_port(spec, port_text))
+
+
+def _is_ipv4_address(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _parse_port(spec: str, text: str) -> int:
+    if not text.isascii() or not text.isdigit() or int(text) > 65535:
+        raise ValueError(f"{spec!r}: the port must be a number from 0 to 65535")
+    return int(text)
+
+
+def bind_listeners(addresses: Iterable[BindAddress], *, backlog: int) -> list[socket.socket]:
+    """Bind and listen on every address; return non-blocking, close-on-exec sockets.
+
+    All or nothing: on failure the sockets bound so far are closed and ``BindError`` is raised.
+    """
+    listeners: list[socket.socket] = []
+    try:
+        for address in addresses:
+            # A loop, not extend(): the sockets bound before a failure must be closed.
+            listeners.append(_bind_one(address, backlog=backlog))  # noqa: PERF401
+    except BindError:
+        close_listeners(listeners, unlink_unix=True)
+        raise
+    return listeners
+
+
+def _bind_one(address: BindAddress, *, backlog: int) -> socket.socket:
+    sock = socket.socket(address.family, socket.SOCK_STREAM)
+    try:
+        if address.family == socket.AF_UNIX:
+            _remove_stale_unix_socket(address)
+            sockaddr: str | tuple[str, int] = address.path
+        else:
+            # SO_REUSEADDR: restart at once although connections of the previous server are
+            # still in TIME_WAIT (every server since Apache does this; it does not allow two
+            # live listeners on one port on Linux, that would be SO_REUSEPORT).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if address.family == socket.AF_INET6:
+                # "[::]:8000" means IPv6 only; listening on IPv4 too is a second BIND entry.
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sockaddr = (address.host, address.port)
+        sock.bind(sockaddr)
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        number = exc.errno if exc.errno is not None else errno.EINVAL
+        raise BindError(address, number, exc.strerror or str(exc)) from exc
+    logger.debug("Listening at %s", address)
+    return sock
+
+
+def _remove_stale_unix_socket(address: BindAddress) -> None:
+    """Unlink ``address.path`` if it is a socket file left behind with nobody listening."""
+    try:
+        mode = os.stat(address.path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        return  # not ours to remove: bind() fails with EADDRINUSE and says so
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(address.path)
+        except ConnectionRefusedError:
+            logger.info("Removing stale unix socket %s", address.path)
+            os.unlink(address.path)
+            return
+        except OSError:
+            return  # e.g. EACCES: let bind() report the real problem
+    raise BindError(address, errno.EADDRINUSE, os.strerror(errno.EADDRINUSE))
+
+
+def close_listeners(listeners: Iterable[socket.socket], *, unlink_unix: bool) -> None:
+    """Close ``listeners``; with ``unlink_unix``, also remove their unix socket files.
+
+    Pass ``unlink_unix=False`` for sockets inherited from systemd: their path belongs to the
+    .socket unit and is reused by the next start.
+    """
+    for sock in listeners:
+        if sock.fileno() == -1:
+            continue  # already closed by its user
+        path = sock.getsockname() if sock.family == socket.AF_UNIX else None
+        sock.close()
+        if unlink_unix and isinstance(path, str) and path:
+            try:
+                if stat.S_ISSOCK(os.stat(path).st_mode):
+                    os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+
+def friendly_bind_error(exc: OSError) -> str:
+    """runserver's message for the common bind errors, else the OS's ``strerror``."""
+    if exc.errno in _FRIENDLY_ERRORS:
+        return _FRIENDLY_ERRORS[exc.errno]
+    return exc.strerror or str(exc)
+
+
+def listener_url(sock: socket.socket) -> str:
+    """Where ``sock`` listens: ``http://127.0.0.1:8000/``, ``http://[::1]:8000/``, ``unix:/p``."""
+    name = sock.getsockname()
+    if sock.family == socket.AF_UNIX:
+        if isinstance(name, bytes):  # abstract namespace: b"\0name"
+            name = name.decode("utf-8", "backslashreplace")
+        return _UNIX_PREFIX + (f"@{name[1:]}" if name.startswith("\0") else name)
+    if sock.family == socket.AF_INET6:
+        return f"http://[{name[0]}]:{name[1]}/"
+    return f"http://{name[0]}:{name[1]}/"
+
+
+def inherited_listeners(environ: MutableMapping[str, str]) -> list[socket.socket]:
+    """The listening sockets passed by systemd socket activation (``LISTEN_FDS``), non-blocking.
+
+    Removes the ``LISTEN_*`` variables from ``environ`` (see ``systemd.listen_fds``). Raises
+    ``ValueError`` when a passed fd is not a listening stream socket (e.g. ``Accept=yes``).
+    """
+    inherited = systemd.listen_fds(environ)
+    for item in inherited:
+        sock = item.sock
+        if sock.type != socket.SOCK_STREAM or not sock.getsockopt(
+            socket.SOL_SOCKET, socket.SO_ACCEPTCONN
+        ):
+            fileno = sock.fileno()
+            for other in inherited:
+                other.sock.close()
+            raise ValueError(
+                f"fd {fileno} ({item.name}) passed by systemd is not a listening stream "
+                "socket: use ListenStream= and Accept=no in the .socket unit"
+            )
+    for item in inherited:
+        item.sock.setblocking(False)
+    return [item.sock for item in inherited]

@@ -1,0 +1,514 @@
+"""The WSGI side of a request (PEP 3333): environ, start_response, write(), file_wrapper.
+
+Design note. ``RequestCycle`` is the per-request state (the per-connection state is
+``connection.Connection``). It runs in one pool thread from start to end: it builds the environ,
+calls the application, sends the response head lazily (with the first non-empty body chunk, so
+a status set during the first iteration is honoured), frames the body, always calls
+``close()`` on what the application returned, and writes one access log record.
+
+It knows WSGI but not sockets: bytes go out through a ``ResponseSink`` (implemented by
+``Connection``), which may finish a write on the I/O loop when the socket would block.
+
+Invariants:
+* Nothing an application does can corrupt the connection for the next request: wrong
+  Content-Length, exceptions after the head was sent, or a missing start_response all end with
+  either a correct 500 or a closed connection, never with a second status line.
+* Request headers whose names contain ``_`` are dropped: ``X_Forwarded_For`` and
+  ``X-Forwarded-For`` would otherwise both become ``HTTP_X_FORWARDED_FOR`` and a client could
+  spoof the header a proxy sets (Django's runserver does the same).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import stat
+import sys
+import time
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import unquote_to_bytes
+
+from .errors import ApplicationError, ClientDisconnectedError
+from .http.framing import Framing, choose_framing
+from .http.writer import LAST_CHUNK
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from types import TracebackType
+
+    from .accesslog import AccessLog
+    from .http.events import Request
+    from .http.writer import ResponseWriter
+
+    ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+    WSGIApplication = Callable[..., Iterable[bytes]]
+
+__all__ = ["EnvironTemplate", "FileWrapper", "RequestCycle", "ResponseSink"]
+
+logger = logging.getLogger(__name__)
+
+# RFC 9110 §7.6.1 and PEP 3333: an application must not send hop-by-hop headers.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+# Header names seen once are translated once: b"user-agent" -> "HTTP_USER_AGENT". None marks a
+# name that must be dropped. Bounded so a client inventing names cannot grow it without limit.
+_ENVIRON_KEYS: dict[bytes, str | None] = {
+    b"content-type": "CONTENT_TYPE",
+    b"content-length": "CONTENT_LENGTH",
+    # We de-chunk bodies before the application sees them and set CONTENT_LENGTH.
+    b"transfer-encoding": None,
+}
+_MAX_CACHED_KEYS = 512
+
+
+def _environ_key(name: bytes) -> str | None:
+    key = _ENVIRON_KEYS.get(name, "")
+    if key != "":
+        return key
+    text = name.decode("latin-1")
+    result = None if "_" in text else "HTTP_" + text.upper().replace("-", "_")
+    if len(_ENVIRON_KEYS) < _MAX_CACHED_KEYS:
+        _ENVIRON_KEYS[name] = result
+    return result
+
+
+class FileWrapper:
+    """``wsgi.file_wrapper``: the server sends these with ``os.sendfile`` when it can."""
+
+    __slots__ = ("block_size", "filelike")
+
+    def __init__(self, filelike: Any, block_size: int = 8192) -> None:
+        self.filelike = filelike
+        self.block_size = block_size
+
+    def __iter__(self) -> FileWrapper:
+        return self
+
+    def __next__(self) -> bytes:
+        data: bytes = self.filelike.read(self.block_size)
+        if data:
+            return data
+        raise StopIteration
+
+    def close(self) -> None:
+        close = getattr(self.filelike, "close", None)
+        if close is not None:
+            close()
+
+
+class ResponseSink(Protocol):
+    """Where a ``RequestCycle`` sends its bytes (implemented by ``Connection``)."""
+
+    can_sendfile: bool
+
+    def send(self, parts: list[bytes]) -> None:
+        """Send ``parts`` in order; raises ClientDisconnectedError (pool thread)."""
+
+    def send_file(self, fd: int, offset: int, count: int) -> None:
+        """Send ``count`` bytes of ``fd`` from ``offset``; the fd may be closed on return."""
+
+    def finish(self, *, keep_alive: bool) -> None:
+        """The response is complete; read the next request or close (pool thread)."""
+
+
+class EnvironTemplate:
+    """The environ keys that are the same for every request on one listener, built once."""
+
+    __slots__ = ("base", "script_name")
+
+    def __init__(
+        self,
+        *,
+        server_name: str,
+        server_port: str,
+        script_name: str,
+        url_scheme: str = "http",
+        multiprocess: bool = False,
+        server_software: str = "django-wsgiserve",
+    ) -> None:
+        self.script_name = script_name
+        self.base: dict[str, Any] = {
+            "SERVER_NAME": server_name,
+            "SERVER_PORT": server_port,
+            "SCRIPT_NAME": script_name,
+            "SERVER_SOFTWARE": server_software,
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": url_scheme,
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": multiprocess,
+            "wsgi.run_once": False,
+            "wsgi.input_terminated": True,
+            "wsgi.file_wrapper": FileWrapper,
+        }
+
+    def build(
+        self, request: Request, body: io.IOBase, body_size: int, peer: tuple[str, str]
+    ) -> dict[str, Any]:
+        """Return a fresh environ for ``request`` with ``body`` as ``wsgi.input``."""
+        environ = self.base.copy()
+        raw_path = request.path
+        if b"%" in raw_path:
+            raw_path = unquote_to_bytes(raw_path)
+        path = raw_path.decode("latin-1")
+        script_name = self.script_name
+        if script_name and (path == script_name or path.startswith(script_name + "/")):
+            path = path[len(script_name) :]
+        environ["REQUEST_METHOD"] = request.method.decode("latin-1")
+        environ["PATH_INFO"] = path
+        environ["QUERY_STRING"] = request.query.decode("latin-1")
+        environ["RAW_URI"] = request.target.decode("latin-1")
+        environ["SERVER_PROTOCOL"] = "HTTP/1.1" if request.http_version == b"1.1" else "HTTP/1.0"
+        environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = peer
+        environ["wsgi.input"] = body
+        for name, value in request.headers:
+            key = _ENVIRON_KEYS.get(name, "")
+            if key == "":
+                key = _environ_key(name)
+            if key is None:
+                continue
+            text = value.decode("latin-1")
+            if key in environ and key.startswith("HTTP_"):
+                # RFC 9110 §5.3: repeated fields combine with commas; cookies with "; ".
+                text = environ[key] + ("; " if key == "HTTP_COOKIE" else ", ") + text
+            environ[key] = text
+        if request.host:
+            environ["HTTP_HOST"] = request.host.decode("latin-1")
+        if request.content_length is not None or request.is_chunked:
+            # Chunked bodies were de-chunked: Django reads nothing without CONTENT_LENGTH.
+            environ["CONTENT_LENGTH"] = str(body_size)
+        else:
+            environ.pop("CONTENT_LENGTH", None)
+        return environ
+
+
+class RequestCycle:
+    """One request and its response, run by one pool thread (``run``)."""
+
+    __slots__ = (
+        "_access_log",
+        "_app",
+        "_bytes_sent",
+        "_chunked",
+        "_content_length",
+        "_environ",
+        "_framing",
+        "_get_date",
+        "_headers",
+        "_headers_sent",
+        "_is_head",
+        "_keep_alive",
+        "_request",
+        "_sink",
+        "_started",
+        "_status",
+        "_writer",
+    )
+
+    def __init__(
+        self,
+        *,
+        app: WSGIApplication,
+        environ: dict[str, Any],
+        request: Request,
+        sink: ResponseSink,
+        writer: ResponseWriter,
+        get_date: Callable[[], bytes],
+        access_log: AccessLog | None,
+        keep_alive: bool,
+        started: float,
+    ) -> None:
+        self._app = app
+        self._environ = environ
+        self._request = request
+        self._sink = sink
+        self._writer = writer
+        self._get_date = get_date
+        self._access_log = access_log
+        self._keep_alive = keep_alive
+        self._started = started
+        self._is_head = request.method == b"HEAD"
+        self._status: str | None = None
+        self._headers: list[tuple[str, str]] = []
+        self._content_length: int | None = None
+        self._headers_sent = False
+        self._framing = Framing.NO_BODY
+        self._chunked = False
+        self._bytes_sent = 0
+
+    # -- pool thread ---------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Call the application and send its response (pool thread)."""
+        result: Iterable[bytes] | None = None
+        try:
+            result = self._app(self._environ, self.start_response)
+            if type(result) is FileWrapper and self._send_file(result):
+                pass
+            else:
+                self._send_iterable(result)
+        except ClientDisconnectedError:
+            logger.debug("Client %s disconnected during the response", self._peer())
+            self._keep_alive = False
+        except Exception:  # noqa: BLE001 - any application error becomes a 500 or a cut
+            self._application_failed()
+        finally:
+            self._close_result(result)
+        self._log_access()
+        self._sink.finish(keep_alive=self._keep_alive)
+
+    def start_response(
+        self,
+        status: str,
+        headers: list[tuple[str, str]],
+        exc_info: ExcInfo | None = None,
+    ) -> Callable[[bytes], None]:
+        """PEP 3333 ``start_response``."""
+        if exc_info is not None:
+            try:
+                if self._headers_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self._status is not None:
+            raise ApplicationError("start_response() called twice without exc_info (PEP 3333)")
+        if type(status) is not str:
+            raise ApplicationError(f"WSGI status must be a str, not {type(status).__name__}")
+        content_length = None
+        for name, value in headers:
+            if type(name) is not str or type(value) is not str:
+                raise ApplicationError(f"WSGI header {name!r}: {value!r} must be a pair of str")
+            lower = name.lower()
+            if lower == "content-length":
+                try:
+                    content_length = int(value)
+                except ValueError:
+                    raise ApplicationError(f"Invalid Content-Length {value!r}") from None
+                if content_length < 0:
+                    raise ApplicationError(f"Invalid Content-Length {value!r}")
+            elif lower in HOP_BY_HOP:
+                raise ApplicationError(f"Hop-by-hop header {name!r} is not allowed (PEP 3333)")
+        self._status = status
+        self._headers = list(headers)
+        self._content_length = content_length
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        """The ``write()`` callable returned by ``start_response``."""
+        if type(data) is not bytes:
+            data = _as_bytes(data)
+        if data:
+            self._write(data)
+
+    # -- sending -------------------------------------------------------------------------
+
+    def _send_iterable(self, result: Iterable[bytes]) -> None:
+        if (
+            self._content_length is None
+            and self._status is not None
+            and type(result) is list
+            and len(result) == 1
+        ):
+            # A one-item list has a known length: frame it with Content-Length, not chunks.
+            self._set_content_length(len(result[0]))
+        for data in result:
+            if type(data) is not bytes:
+                data = _as_bytes(data)
+            if data:
+                self._write(data)
+        if not self._headers_sent:
+            if self._content_length is None and self._status is not None:
+                self._set_content_length(0)
+            self._sink.send([self._head()])
+        elif self._chunked:
+            self._sink.send([LAST_CHUNK])
+        declared = self._content_length
+        if (
+            declared is not None
+            and self._bytes_sent < declared
+            and self._framing is Framing.CONTENT_LENGTH
+        ):
+            logger.error(
+                "%s %s: the application sent %d bytes but declared Content-Length %d; "
+                "closing the connection",
+                self._request.method.decode("latin-1"),
+                self._request.target.decode("latin-1"),
+                self._bytes_sent,
+                self._content_length,
+            )
+            self._keep_alive = False
+
+    def _write(self, data: bytes) -> None:
+        parts = [] if self._headers_sent else [self._head()]
+        framing = self._framing
+        if framing is Framing.CONTENT_LENGTH:
+            remaining = self._content_length - self._bytes_sent  # type: ignore[operator]
+            if len(data) > remaining:
+                self._too_much_data(len(data) - remaining)
+                data = data[:remaining]
+            if data:
+                parts.append(data)
+        elif framing is Framing.CHUNKED:
+            parts += (b"%x\r\n" % len(data), data, b"\r\n")
+        elif framing is Framing.CLOSE_DELIMITED:
+            parts.append(data)
+        self._bytes_sent += len(data)
+        if parts:
+            self._sink.send(parts)
+
+    def _head(self) -> bytes:
+        """Build the response head; marks the headers as sent."""
+        if self._status is None:
+            raise ApplicationError("The application returned a body before calling start_response")
+        try:
+            status_code = int(self._status[:3])
+        except ValueError:
+            raise ApplicationError(f"Invalid WSGI status {self._status!r}") from None
+        request = self._request
+        framing, keep_alive = choose_framing(
+            method=request.method,
+            http_version=request.http_version,
+            status_code=status_code,
+            content_length=self._content_length,
+            keep_alive=self._keep_alive,
+        )
+        head = self._writer.head(
+            status=self._status,
+            headers=self._headers,
+            http_version=request.http_version,
+            framing=framing,
+            keep_alive=keep_alive,
+            date=self._get_date(),
+        )
+        self._framing = framing
+        self._chunked = framing is Framing.CHUNKED
+        self._keep_alive = keep_alive
+        self._headers_sent = True
+        return head
+
+    def _set_content_length(self, length: int) -> None:
+        self._content_length = length
+        self._headers.append(("Content-Length", str(length)))
+
+    def _too_much_data(self, extra: int) -> None:
+        logger.error(
+            "%s %s: the application sent %d bytes more than its Content-Length %d; "
+            "truncated, and the connection will be closed",
+            self._request.method.decode("latin-1"),
+            self._request.target.decode("latin-1"),
+            extra,
+            self._content_length,
+        )
+        self._keep_alive = False
+
+    def _send_file(self, wrapper: FileWrapper) -> bool:
+        """Send a ``wsgi.file_wrapper`` body with sendfile; False means "iterate it instead"."""
+        if not self._sink.can_sendfile or self._status is None:
+            return False
+        filelike = wrapper.filelike
+        try:
+            fd = filelike.fileno()
+            info = os.fstat(fd)
+            offset = filelike.tell() if hasattr(filelike, "tell") else os.lseek(fd, 0, os.SEEK_CUR)
+        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+            return False
+        if not stat.S_ISREG(info.st_mode):
+            return False
+        available = max(0, info.st_size - offset)
+        declared = self._content_length
+        if declared is None:
+            declared = available
+            self._set_content_length(available)
+        count = min(declared, available)
+        head = self._head()
+        self._sink.send([head])
+        if self._framing is not Framing.CONTENT_LENGTH:
+            return True  # HEAD, 304 and friends: no body
+        if count:
+            self._sink.send_file(fd, offset, count)
+        self._bytes_sent = count
+        if count < declared:
+            logger.error(
+                "%s: the file is %d bytes shorter than its Content-Length; closing the connection",
+                self._request.target.decode("latin-1"),
+                declared - count,
+            )
+            self._keep_alive = False
+        return True
+
+    # -- errors and the end of the cycle ---------------------------------------------------
+
+    def _application_failed(self) -> None:
+        request = self._request
+        logger.error(
+            "Error handling %s %s",
+            request.method.decode("latin-1"),
+            request.target.decode("latin-1"),
+            exc_info=True,
+        )
+        self._keep_alive = False
+        if self._headers_sent:
+            return  # too late for a 500: closing the connection tells the client it is cut
+        self._status = "500 Internal Server Error"
+        self._bytes_sent = 0
+        response = self._writer.error_response(
+            status_code=500,
+            reason="Internal Server Error",
+            date=self._get_date(),
+            http_version=request.http_version,
+        )
+        if self._is_head:
+            response = response[: response.index(b"\r\n\r\n") + 4]
+        self._headers_sent = True
+        with contextlib.suppress(ClientDisconnectedError):
+            self._sink.send([response])
+
+    def _close_result(self, result: Iterable[bytes] | None) -> None:
+        close = getattr(result, "close", None)
+        if close is None:
+            return
+        try:
+            close()
+        except Exception:
+            logger.error("Error closing the response iterable", exc_info=True)
+
+    def _peer(self) -> str:
+        return str(self._environ.get("REMOTE_ADDR", ""))
+
+    def _log_access(self) -> None:
+        access_log = self._access_log
+        if access_log is None:
+            return
+        environ = self._environ
+        status = self._status or "000"
+        access_log.log(
+            peer=self._peer(),
+            method=environ["REQUEST_METHOD"],
+            target=environ["RAW_URI"],
+            http_version=environ["SERVER_PROTOCOL"],
+            status_code=int(status[:3]) if status[:3].isdigit() else 0,
+            bytes_sent=self._bytes_sent,
+            request_time_s=time.monotonic() - self._started,
+            referer=environ.get("HTTP_REFERER", ""),
+            user_agent=environ.get("HTTP_USER_AGENT", ""),
+        )
+
+
+def _as_bytes(data: object) -> bytes:
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    raise ApplicationError(f"WSGI body chunks must be bytes, not {type(data).__name__}")

@@ -1,0 +1,282 @@
+"""Real-server test support: start ``manage.py serve`` as systemd would, talk raw HTTP to it.
+
+``LiveServer.start()`` binds the listening socket itself (port 0, or a unix socket), then runs
+``tests/exec_shim.py`` in a new session: the shim moves the socket to fd 3, sets ``LISTEN_FDS``
+and ``LISTEN_PID`` to its own pid and execs the server, which keeps the pid, exactly as under
+systemd socket activation. There is no free-port race and no connect-polling: readiness is the
+``READY=1`` datagram on a notify socket the test owns. Output goes to a log file, never to an
+unread pipe. ``stop()`` sends SIGTERM to the process group, escalates to SIGKILL, and returns
+the exit code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SHIM = Path(__file__).resolve().parent / "exec_shim.py"
+READY_TIMEOUT_S = 30.0
+
+
+@dataclass
+class Response:
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    http_version: str = "HTTP/1.1"
+
+    def header(self, name: str) -> str | None:
+        name = name.lower()
+        for key, value in self.headers:
+            if key.lower() == name:
+                return value
+        return None
+
+    def header_list(self, name: str) -> list[str]:
+        return [value for key, value in self.headers if key.lower() == name.lower()]
+
+
+class NotifyListener:
+    """A fake ``NOTIFY_SOCKET`` (abstract namespace) that collects sd_notify messages."""
+
+    def __init__(self) -> None:
+        self.name = f"@wsgiserve-test-{uuid.uuid4().hex}"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind("\0" + self.name[1:])
+        self.messages: list[str] = []
+
+    def wait_for(self, text: str, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while not any(text in message for message in self.messages):
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                return False
+            readable, _, _ = select.select([self.sock], [], [], remaining)
+            if readable:
+                self.messages.append(self.sock.recv(65536).decode("utf-8", "replace"))
+        return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@dataclass
+class LiveServer:
+    """One real ``serve`` process; see the module docstring."""
+
+    log_path: Path
+    family: str = "tcp"  # "tcp", "tcp6" or "unix"
+    settings: str = "tests.settings"
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path = REPO
+    manage: list[str] = field(default_factory=lambda: ["-m", "django"])
+    process: subprocess.Popen[bytes] | None = None
+    address: tuple[str, int] | str = ""
+    notify: NotifyListener | None = None
+    _tmpdir: str = ""
+
+    def start(self) -> LiveServer:
+        listener = self._bind()
+        self.notify = NotifyListener()
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": self.settings,
+            "NOTIFY_SOCKET": self.notify.name,
+            "PYTHONPATH": str(REPO),
+            "PYTHONUNBUFFERED": "1",
+            **self.env,
+        }
+        env.pop("LISTEN_FDS", None)
+        command = [sys.executable, str(SHIM), str(listener.fileno()), *self.manage, "serve"]
+        command += ["--noreload", *self.args]
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                command,
+                cwd=self.cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=(listener.fileno(),),
+                start_new_session=True,
+            )
+        listener.close()
+        if not self.notify.wait_for("READY=1", READY_TIMEOUT_S):
+            self.stop()
+            raise AssertionError(f"server did not send READY=1; log:\n{self.log()}")
+        return self
+
+    def _bind(self) -> socket.socket:
+        if self.family == "unix":
+            self._tmpdir = tempfile.mkdtemp(prefix="wsgiserve-", dir="/tmp")
+            path = os.path.join(self._tmpdir, "s.sock")
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(path)
+            self.address = path
+        else:
+            family = socket.AF_INET6 if self.family == "tcp6" else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("::1" if self.family == "tcp6" else "127.0.0.1", 0))
+            self.address = sock.getsockname()[:2]
+        sock.listen(1024)
+        return sock
+
+    def connect(self, timeout: float = 10.0, *, receive_buffer: int = 0) -> socket.socket:
+        if isinstance(self.address, str):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        else:
+            family = socket.AF_INET6 if ":" in self.address[0] else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        if receive_buffer:
+            # Before connect(), so that the TCP window is negotiated for it.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        sock.connect(self.address)
+        return sock
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def send_signal(self, signum: int) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signum)
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM the process group, SIGKILL it after ``timeout``; return the exit code."""
+        process = self.process
+        if process is None:
+            return 0
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)
+        # Whatever the server left behind in its group goes too.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        if self.notify is not None:
+            self.notify.close()
+        if self._tmpdir:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(self._tmpdir, "s.sock"))
+            with contextlib.suppress(OSError):
+                os.rmdir(self._tmpdir)
+        return process.returncode
+
+    # -- raw HTTP helpers ------------------------------------------------------------------
+
+    def request(self, raw: bytes, *, timeout: float = 10.0) -> Response:
+        """Send ``raw`` on a new connection and read one response."""
+        with self.connect(timeout) as sock:
+            sock.sendall(raw)
+            return read_response(sock)
+
+    def get(self, path: str, headers: str = "") -> Response:
+        return self.request(
+            f"GET {path} HTTP/1.1\r\nHost: test\r\n{headers}Connection: close\r\n\r\n".encode()
+        )
+
+
+class ResponseReader:
+    """Reads HTTP/1.1 responses from a socket, keeping leftover bytes for the next one."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+
+    def _fill(self) -> bool:
+        data = self.sock.recv(65536)
+        self.buffer += data
+        return bool(data)
+
+    def _read_until(self, marker: bytes) -> bytes:
+        while marker not in self.buffer:
+            if not self._fill():
+                raise ConnectionError(f"closed before {marker!r}; got {self.buffer[:200]!r}")
+        head, _, self.buffer = self.buffer.partition(marker)
+        return head
+
+    def _read_exactly(self, size: int) -> bytes:
+        while len(self.buffer) < size:
+            if not self._fill():
+                raise ConnectionError(f"closed after {len(self.buffer)} of {size} body bytes")
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        return data
+
+    def read(self, *, method: str = "GET") -> Response:
+        head = self._read_until(b"\r\n\r\n").decode("latin-1")
+        status_line, *lines = head.split("\r\n")
+        match = re.fullmatch(r"(HTTP/1\.[01]) (\d{3}) ?(.*)", status_line)
+        assert match, f"bad status line {status_line!r}"
+        headers = [tuple(line.split(": ", 1)) for line in lines]
+        response = Response(
+            status=int(match.group(2)),
+            reason=match.group(3),
+            headers=headers,  # type: ignore[arg-type]
+            body=b"",
+            http_version=match.group(1),
+        )
+        response.body = self._read_body(response, method)
+        return response
+
+    def _read_body(self, response: Response, method: str) -> bytes:
+        if method == "HEAD" or response.status in (204, 304) or response.status < 200:
+            return b""
+        if (response.header("transfer-encoding") or "").lower() == "chunked":
+            chunks = []
+            while True:
+                size = int(self._read_until(b"\r\n").split(b";")[0], 16)
+                if size == 0:
+                    self._read_until(b"\r\n")
+                    return b"".join(chunks)
+                chunks.append(self._read_exactly(size))
+                assert self._read_exactly(2) == b"\r\n"
+        length = response.header("content-length")
+        if length is not None:
+            return self._read_exactly(int(length))
+        while self._fill():
+            pass
+        data, self.buffer = self.buffer, b""
+        return data
+
+
+def read_response(sock: socket.socket, *, method: str = "GET") -> Response:
+    return ResponseReader(sock).read(method=method)
+
+
+def is_closed(sock: socket.socket, timeout: float = 5.0) -> bool:
+    """True when the peer closes (EOF or reset) within ``timeout`` and sends nothing else."""
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False

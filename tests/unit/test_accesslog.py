@@ -1,0 +1,264 @@
+"""accesslog.py: the four formats, escaping, colours, and the disabled fast path."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from django_wsgiserve import accesslog
+from django_wsgiserve.accesslog import (
+    ACCESS_LOGGER_NAME,
+    AccessFormatter,
+    AccessLog,
+    default_logging_config,
+    escape,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+NOW = 971186136.25  # 10/Oct/2000:13:55:36 UTC
+SAMPLE: dict[str, Any] = {
+    "peer": "192.0.2.7",
+    "method": "GET",
+    "target": "/apache_pb.gif?x=1",
+    "http_version": "HTTP/1.1",
+    "status_code": 200,
+    "bytes_sent": 2326,
+    "request_time_s": 0.0125,
+    "referer": "http://www.example.com/start.html",
+    "user_agent": "Mozilla/4.08",
+}
+
+
+@pytest.fixture(autouse=True)
+def utc(monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.fixture
+def access_logger(caplog):
+    caplog.set_level(logging.INFO, logger=ACCESS_LOGGER_NAME)
+    return logging.getLogger(ACCESS_LOGGER_NAME)
+
+
+def _log(logger: logging.Logger, log_format: str = "combined", **overrides: Any) -> None:
+    AccessLog(format=log_format, logger=logger, clock=lambda: NOW).log(**{**SAMPLE, **overrides})
+
+
+@pytest.mark.parametrize(
+    ("log_format", "line"),
+    [
+        pytest.param(
+            "combined",
+            '192.0.2.7 - - [10/Oct/2000:13:55:36 +0000] "GET /apache_pb.gif?x=1 HTTP/1.1" 200 2326 '
+            '"http://www.example.com/start.html" "Mozilla/4.08"',
+            id="combined",
+        ),
+        pytest.param(
+            "common",
+            '192.0.2.7 - - [10/Oct/2000:13:55:36 +0000] "GET /apache_pb.gif?x=1 HTTP/1.1" 200 2326',
+            id="common",
+        ),
+        pytest.param("django", '"GET /apache_pb.gif?x=1 HTTP/1.1" 200 2326', id="django"),
+    ],
+)
+def test_text_formats(access_logger, caplog, log_format, line):
+    _log(access_logger, log_format)
+    (record,) = caplog.records
+    assert record.getMessage() == line
+    assert record.levelno == logging.INFO
+    assert record.name == ACCESS_LOGGER_NAME
+
+
+def test_json_format(access_logger, caplog):
+    _log(access_logger, "json")
+    (record,) = caplog.records
+    assert json.loads(record.getMessage()) == {
+        "time": "2000-10-10T13:55:36+00:00",
+        "peer": "192.0.2.7",
+        "method": "GET",
+        "path": "/apache_pb.gif?x=1",
+        "http_version": "HTTP/1.1",
+        "status_code": 200,
+        "bytes_sent": 2326,
+        "request_time_ms": 12.5,
+        "referer": "http://www.example.com/start.html",
+        "user_agent": "Mozilla/4.08",
+        "worker_pid": os.getpid(),
+    }
+
+
+@pytest.mark.parametrize("log_format", accesslog.FORMATS)
+def test_extra_fields(access_logger, caplog, log_format):
+    _log(access_logger, log_format, status_code=404)
+    (record,) = caplog.records
+    assert record.status_code == 404
+    assert record.request_time_ms == 12.5
+    assert record.peer == "192.0.2.7"
+    assert record.worker_pid == os.getpid()
+    assert record.bytes_sent == 2326
+    assert record.method == "GET"
+    assert record.path == "/apache_pb.gif?x=1"
+
+
+@pytest.mark.parametrize(
+    ("log_format", "fragment"),
+    [
+        pytest.param("combined", '200 - "-" "-"', id="combined"),
+        pytest.param("common", " 200 -", id="common"),
+        pytest.param("django", " 200 0", id="django-like-runserver"),
+    ],
+)
+def test_empty_fields(access_logger, caplog, log_format, fragment):
+    _log(access_logger, log_format, bytes_sent=0, referer="", user_agent="")
+    assert caplog.records[0].getMessage().endswith(fragment)
+
+
+@pytest.mark.parametrize(
+    ("text", "escaped"),
+    [
+        pytest.param("plain /path?a=b", "plain /path?a=b", id="plain"),
+        pytest.param("a\r\nb", "a\\r\\nb", id="crlf"),
+        pytest.param("\x1b[31mred", "\\x1b[31mred", id="esc"),
+        pytest.param("\x9b31m", "\\x9b31m", id="c1-csi"),
+        pytest.param("\x00\x7f\t", "\\x00\\x7f\\t", id="nul-del-tab"),
+        pytest.param('say "hi"', 'say \\"hi\\"', id="quote"),
+        pytest.param("back\\slash", "back\\\\slash", id="backslash"),
+        pytest.param("caf\u00e9 \u2603", "caf\u00e9 \u2603", id="printable-unicode-kept"),
+    ],
+)
+def test_escape(text, escaped):
+    assert escape(text) == escaped
+
+
+@pytest.mark.parametrize("log_format", accesslog.FORMATS)
+def test_request_text_cannot_inject(access_logger, caplog, log_format):
+    _log(
+        access_logger,
+        log_format,
+        target='/x\r\n127.0.0.1 - - "GET /forged',
+        user_agent="evil\x1b]0;title\x07",
+        referer='a" "b',
+        method="G\nET",
+    )
+    message = caplog.records[0].getMessage()
+    assert not any(char in message for char in "\r\n\x1b\x07")
+    if log_format == "combined":
+        assert message.count('"') - message.count('\\"') == 6  # three quoted fields, no more
+
+
+def test_timestamp_is_rendered_once_per_second(access_logger, monkeypatch):
+    calls: list[int] = []
+
+    def clf_time(second: int) -> str:
+        calls.append(second)
+        return "T"
+
+    monkeypatch.setattr(accesslog, "_clf_time", clf_time)
+    now = [100.0]
+    log = AccessLog(logger=access_logger, clock=lambda: now[0])
+    log.log(**SAMPLE)
+    now[0] = 100.9
+    log.log(**SAMPLE)
+    now[0] = 101.0
+    log.log(**SAMPLE)
+    assert calls == [100, 101]
+
+
+def test_no_work_when_the_logger_is_disabled(caplog):
+    logger = logging.getLogger("django_wsgiserve.access.disabled-test")
+    caplog.set_level(logging.WARNING, logger=logger.name)
+
+    def clock():
+        raise AssertionError("rendered although the logger is off")
+
+    AccessLog(logger=logger, clock=clock).log(**SAMPLE)
+    assert caplog.records == []
+
+
+def test_unknown_format():
+    with pytest.raises(ValueError, match="unknown access log format"):
+        AccessLog(format="apache")
+
+
+def _record(status_code: int | None = None) -> logging.LogRecord:
+    record = logging.LogRecord(ACCESS_LOGGER_NAME, logging.INFO, __file__, 1, "line", (), None)
+    if status_code is not None:
+        record.status_code = status_code
+    return record
+
+
+@pytest.mark.parametrize(
+    ("status_code", "expected"),
+    [
+        pytest.param(101, "\x1b[1mline\x1b[0m", id="1xx-bold"),
+        pytest.param(200, "line", id="2xx-plain"),
+        pytest.param(204, "line", id="204-plain"),
+        pytest.param(302, "\x1b[32mline\x1b[0m", id="3xx-green"),
+        pytest.param(304, "\x1b[36mline\x1b[0m", id="304-cyan"),
+        pytest.param(404, "\x1b[33mline\x1b[0m", id="404-yellow"),
+        pytest.param(400, "\x1b[31;1mline\x1b[0m", id="4xx-red-bold"),
+        pytest.param(500, "\x1b[35;1mline\x1b[0m", id="5xx-magenta-bold"),
+        pytest.param(None, "line", id="no-status-plain"),
+    ],
+)
+def test_colours_by_status(status_code, expected):
+    formatter = AccessFormatter("%(message)s", colour=True)
+    assert formatter.format(_record(status_code)) == expected
+
+
+def test_no_colour_when_off():
+    assert AccessFormatter("%(message)s").format(_record(500)) == "line"
+
+
+def test_default_logging_config_shape():
+    fragment = default_logging_config(colour=False)
+    assert fragment["version"] == 1
+    assert fragment["disable_existing_loggers"] is False
+    assert fragment["incremental"] is False
+    assert set(fragment["loggers"]) == {"django_wsgiserve", ACCESS_LOGGER_NAME}
+    for logger_config in fragment["loggers"].values():
+        assert logger_config["level"] == "INFO"
+        assert logger_config["propagate"] is False
+    assert fragment["handlers"][ACCESS_LOGGER_NAME]["stream"] == "ext://sys.stdout"
+    assert fragment["handlers"]["django_wsgiserve"]["stream"] == "ext://sys.stderr"
+
+
+def test_default_logging_config_applied():
+    """Applied in a child process: dictConfig must not disturb this process's logging."""
+    child = textwrap.dedent(
+        """
+        import logging, logging.config
+        from django_wsgiserve.accesslog import AccessLog, default_logging_config
+        logging.config.dictConfig(default_logging_config(colour=True))
+        logging.getLogger("django_wsgiserve.worker").info("booted %s", 1)
+        AccessLog(format="django").log(
+            peer="p", method="GET", target="/missing", http_version="HTTP/1.1", status_code=404,
+            bytes_sent=3, request_time_s=0.0, referer="", user_agent="",
+        )
+        """
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", child],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert completed.stdout == '\x1b[33m"GET /missing HTTP/1.1" 404 3\x1b[0m\n'
+    server_line = r"\S+ \S+ \[\d+\] INFO django_wsgiserve\.worker: booted 1\n"
+    assert re.fullmatch(server_line, completed.stderr)

@@ -53,8 +53,9 @@ def split(raw: bytes, how: str, name: str) -> list[bytes]:
     """Cut ``raw`` into the pieces fed to the parser, one way of SPLITS."""
     if how == "whole":
         return [raw]
-    if how == "lines":
-        return raw.splitlines(keepends=True) if b"\n" in raw else [raw]
+    if how == "lines":  # split after each LF (not after a bare CR)
+        *lines, rest = raw.split(b"\n")
+        return [line + b"\n" for line in lines] + ([rest] if rest else [])
     if how == "bytes":
         return [raw[i : i + 1] for i in range(len(raw))]
     seed = zlib.crc32(name.encode()) + int(how.rpartition("-")[2])

@@ -25,6 +25,7 @@ INTERESTING = b'\r\n\t :;,="\\\x00\x7f0159aFxX-+/?*@[]\xff'
 
 PROPERTY_SETTINGS = settings(
     derandomize=True,
+    database=None,
     max_examples=200,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],

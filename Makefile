@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test lint check-docs docs prepare bench clean
+.PHONY: serve test lint docs prepare bench bench-quick clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,10 @@ docs: $(VENV)/.installed
 	$(PY) scripts/gen_settings_doc.py
 
 bench: $(VENV)/.installed
-	python3 benchmarks/run.py
+	$(PYTHON) benchmarks/run.py $(BENCH_ARGS)
+
+bench-quick: $(VENV)/.installed
+	$(PYTHON) benchmarks/run.py --quick $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) testproject/staticfiles testproject/db.sqlite3
+	rm -rf $(VENV) testproject/staticfiles testproject/db.sqlite3 benchmarks/.work

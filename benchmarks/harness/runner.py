@@ -15,7 +15,7 @@ import os
 import re
 import time
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from harness.cpuwatch import CpuSample, other_cpus
 from harness.loadgen import Scenario, run_wrk
@@ -40,6 +40,7 @@ __all__ = ["Plan", "Runner", "prepare_endpoint", "probe_serve_options", "server_
 HOST = "127.0.0.1"
 _PORT_RACE = re.compile(r"address already in use|errno 98|port is already in use", re.IGNORECASE)
 _START_ATTEMPTS = 3
+_Item = TypeVar("_Item")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +81,7 @@ def server_env(endpoint: Endpoint) -> dict[str, str]:
     return child_env(PYTHONPATH=pythonpath, **dict(endpoint.env))
 
 
-def _rotate(items: list[object], shift: int) -> list[object]:
+def _rotate(items: list[_Item], shift: int) -> list[_Item]:
     shift %= max(len(items), 1)
     return items[shift:] + items[:shift]
 
@@ -120,12 +121,10 @@ class Runner:
 
     def run(self) -> list[RunRecord]:
         plan = self.plan
-        items: list[object] = (
-            [INPROCESS, *plan.specs] if plan.measure_inprocess else list(plan.specs)
-        )
+        items: list[str | ServerSpec] = [INPROCESS] if plan.measure_inprocess else []
+        items += plan.specs
         for repetition in range(1, plan.repeat + 1):
-            for endpoint in _rotate(list(plan.endpoints), repetition - 1):
-                assert isinstance(endpoint, Endpoint)
+            for endpoint in _rotate(plan.endpoints, repetition - 1):
                 for item in _rotate(items, repetition - 1):
                     if isinstance(item, ServerSpec):
                         self.run_server(item, endpoint, repetition)

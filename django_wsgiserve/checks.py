@@ -16,6 +16,11 @@ Check ids (``CHECK_IDS`` below is what ``docs/settings.md`` lists):
 * ``wsgiserve.W001``: ``whitenoise.middleware.WhiteNoiseMiddleware`` is in MIDDLEWARE while STATIC
   is on: the server serves static files itself, so the middleware only costs time.
 * ``wsgiserve.W002`` (``--deploy`` only): RELOAD is on; the autoreloader is for development.
+* ``wsgiserve.W003``: ``SECURE_PROXY_SSL_HEADER`` disagrees with TRUSTED_PROXIES: it names a
+  header the server does not vet (a client could set it), or no proxy is trusted at all (the
+  server strips X-Forwarded-Proto from everyone, so the setting never applies).
+* ``wsgiserve.W004``: ``USE_X_FORWARDED_HOST``/``USE_X_FORWARDED_PORT`` is on while no proxy is
+  trusted (the server strips those headers from everyone).
 """
 
 from __future__ import annotations
@@ -36,13 +41,14 @@ from django_wsgiserve.config import (
     resolve_config,
 )
 from django_wsgiserve.errors import ConfigError
+from django_wsgiserve.proxy import FORWARDED_HEADERS, parse_trusted_proxies
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from django.apps import AppConfig
 
-__all__ = ["CHECK_IDS", "check_config", "check_deploy", "check_static"]
+__all__ = ["CHECK_IDS", "check_config", "check_deploy", "check_proxies", "check_static"]
 
 CHECK_IDS: tuple[tuple[str, str], ...] = (
     ("wsgiserve.E001", "Unknown key in settings.WSGISERVE or unknown WSGISERVE_* variable."),
@@ -51,6 +57,8 @@ CHECK_IDS: tuple[tuple[str, str], ...] = (
     ("wsgiserve.E004", "settings.WSGISERVE is not a dict."),
     ("wsgiserve.W001", "WhiteNoiseMiddleware is in MIDDLEWARE although STATIC is on."),
     ("wsgiserve.W002", "RELOAD is on (reported by check --deploy only)."),
+    ("wsgiserve.W003", "SECURE_PROXY_SSL_HEADER disagrees with TRUSTED_PROXIES."),
+    ("wsgiserve.W004", "USE_X_FORWARDED_HOST/PORT is on while no proxy is trusted."),
 )
 
 WHITENOISE_MIDDLEWARE = "whitenoise.middleware.WhiteNoiseMiddleware"
@@ -127,3 +135,56 @@ def check_deploy(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list
             id="wsgiserve.W002",
         )
     ]
+
+
+# The environ keys the server removes from untrusted peers, and the one it rewrites itself.
+_VETTED_KEYS = frozenset("HTTP_" + name.upper().replace("-", "_") for name in FORWARDED_HEADERS)
+_PROTO_KEY = "HTTP_X_FORWARDED_PROTO"
+
+
+@register("wsgiserve")
+def check_proxies(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
+    """W003/W004: Django's proxy settings agree with TRUSTED_PROXIES."""
+    config = _resolved_config()
+    if config is None:
+        return []
+    nobody_trusted = parse_trusted_proxies(config.trusted_proxies).is_empty
+    source = config.source_of("trusted_proxies")
+    messages: list[CheckMessage] = []
+    header = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
+    if header:
+        name = header[0] if isinstance(header, (tuple, list)) and header else str(header)
+        if name not in _VETTED_KEYS:
+            messages.append(
+                django_checks.Warning(
+                    f"SECURE_PROXY_SSL_HEADER names {name}, which the server passes on from any "
+                    "client: anyone can make request.is_secure() true.",
+                    hint=f"Use ('{_PROTO_KEY}', 'https'), which the server accepts only from "
+                    "TRUSTED_PROXIES (it also sets wsgi.url_scheme, so the setting can go).",
+                    id="wsgiserve.W003",
+                )
+            )
+        elif nobody_trusted:
+            messages.append(
+                django_checks.Warning(
+                    f"SECURE_PROXY_SSL_HEADER is set but TRUSTED_PROXIES ({source}) trusts no "
+                    f"peer, so the server removes {name} from every request.",
+                    hint="Add your proxy's address to TRUSTED_PROXIES, or remove the setting.",
+                    id="wsgiserve.W003",
+                )
+            )
+    forwarded = [
+        setting
+        for setting in ("USE_X_FORWARDED_HOST", "USE_X_FORWARDED_PORT")
+        if getattr(settings, setting, False)
+    ]
+    if forwarded and nobody_trusted:
+        messages.append(
+            django_checks.Warning(
+                f"{' and '.join(forwarded)} is on but TRUSTED_PROXIES ({source}) trusts no peer, "
+                "so the server removes X-Forwarded-Host and X-Forwarded-Port from every request.",
+                hint="Add your proxy's address to TRUSTED_PROXIES, or turn the setting off.",
+                id="wsgiserve.W004",
+            )
+        )
+    return messages

@@ -17,7 +17,7 @@ Design note:
 * The object is frozen and built once by the master; workers inherit it through ``fork()``.
   Derived variants use ``dataclasses.replace``, which validates again.
 
-Imports only the stdlib, ``errors`` and ``sockets``; never Django.
+Imports only the stdlib, ``errors``, ``sockets`` and ``proxy``; never Django.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from django_wsgiserve.errors import ConfigError
+from django_wsgiserve.proxy import DEFAULT_TRUSTED_PROXIES, parse_trusted_proxies
 from django_wsgiserve.sockets import BindAddress, parse_bind
 
 if TYPE_CHECKING:
@@ -195,6 +196,10 @@ def _check_header_value(value: str) -> None:
         raise ValueError(f"must be printable ASCII, got {value!r}")
 
 
+def _check_trusted_proxies(value: tuple[str, ...]) -> None:
+    parse_trusted_proxies(value)
+
+
 def _check_umask(value: int | None) -> None:
     if value is not None and not 0 <= value <= 0o777:
         raise ValueError(f"must be between 0o000 and 0o777, got {value:#o}")
@@ -234,14 +239,31 @@ class ServerConfig:
         minimum=1,
     )
 
+    trusted_proxies: tuple[str, ...] = option(
+        DEFAULT_TRUSTED_PROXIES,
+        doc="Peers whose X-Forwarded-For and X-Forwarded-Proto headers are believed (and who may "
+        "send a PROXY protocol header): IP addresses, CIDR ranges such as 10.0.0.0/8, 'unix' for "
+        "unix-socket clients, '*' for every peer. From anyone else X-Forwarded-* and Forwarded "
+        "headers are removed before the application sees them.",
+        group=_SOCKETS,
+        check=_check_trusted_proxies,
+        metavar="ADDRESS",
+    )
+    proxy_protocol: bool = option(
+        False,
+        doc="Require a PROXY protocol header (version 1 or 2, as HAProxy and AWS NLB send) at "
+        "the start of every TCP connection, from a peer in TRUSTED_PROXIES; REMOTE_ADDR becomes "
+        "the client address it carries. Connections without one are closed.",
+        group=_SOCKETS,
+    )
+
     # --- Processes ----------------------------------------------------------------------------
     # gunicorn defaults to 1 worker and recommends 2-4 per CPU for single-threaded workers; ours
     # are threaded, so one per CPU keeps every core busy without multiplying DB connections.
     workers: int = option(
         0,
         doc="Worker processes; 0 means one per CPU (os.cpu_count()), counted when the "
-        "configuration is loaded. Until the prefork master lands, the command runs one worker "
-        "in its own process.",
+        "configuration is loaded. With --reload, one worker runs in the command's own process.",
         group=_PROCESSES,
         minimum=0,
     )
@@ -263,6 +285,14 @@ class ServerConfig:
         group=_PROCESSES,
         minimum=1,
     )
+    # Phusion Passenger's max_request_queue_size is 100, and it answers 503 beyond it too.
+    max_queued_requests: int = option(
+        100,
+        doc="Requests a worker holds waiting for a free application thread; beyond it new "
+        "requests get 503 Service Unavailable with Retry-After at once instead of waiting.",
+        group=_PROCESSES,
+        minimum=0,
+    )
     max_requests: int = option(  # gunicorn 0: off
         0,
         doc="Restart a worker after it has served this many requests (bounds slow memory "
@@ -274,6 +304,14 @@ class ServerConfig:
         0,
         doc="Add a random 0..N to MAX_REQUESTS for each worker, so workers do not all restart "
         "at once. Needs MAX_REQUESTS.",
+        group=_PROCESSES,
+        minimum=0,
+    )
+    # uWSGI reload-on-rss; gunicorn has none (#3581). Checked once a second by each worker.
+    max_worker_memory: int = option(
+        0,
+        doc="Restart a worker once its resident memory (RSS) exceeds this many bytes; it "
+        "finishes its requests first. 0 never restarts.",
         group=_PROCESSES,
         minimum=0,
     )
@@ -353,9 +391,21 @@ class ServerConfig:
     # nginx proxy_read_timeout 60: past it the proxy has given up on the request anyway.
     timeout: float = option(
         60.0,
-        doc="Seconds after which a request still running is logged as stuck; 0 disables.",
+        doc="Seconds after which a request still running is logged as stuck, with the "
+        "traceback of its thread, and its worker is replaced gracefully; 0 disables.",
         group=_TIMEOUTS,
         minimum=0,
+    )
+
+    # Workers report once a second from their I/O loop (not from application threads, so a
+    # long request never counts as silence); gunicorn's worker timeout is 30 s but also kills
+    # long requests. 10 s tolerates a loaded machine and still catches a wedged loop quickly.
+    heartbeat_timeout: float = option(
+        10.0,
+        doc="Seconds a worker's I/O loop may stay silent before the master aborts it (SIGABRT, "
+        "which dumps every thread's traceback, then SIGKILL) and starts another.",
+        group=_TIMEOUTS,
+        minimum=2,
     )
 
     # --- Request limits -----------------------------------------------------------------------
@@ -416,6 +466,12 @@ class ServerConfig:
         True,
         doc="Serve STATIC_ROOT (filled by collectstatic) from the server itself, without an "
         "application thread. runserver's --nostatic turns it off.",
+        group=_APPLICATION,
+    )
+    serve_media: bool = option(
+        False,
+        doc="Also serve MEDIA_ROOT at MEDIA_URL from the server itself, by whitenoise's rules "
+        "(new uploads are found on disk; paths outside MEDIA_ROOT are never served).",
         group=_APPLICATION,
     )
 

@@ -18,6 +18,15 @@ Design note: ownership moves, it is never shared.
   peer still sends until it closes or ``LINGER_S`` passes, so the response is not destroyed by
   a TCP reset (a close with unread data sends RST).
 
+Static files (``StaticResponder``, built by ``static.py`` from whitenoise's table) are answered
+here in the loop thread when the request is complete, without a pool thread: the head and the
+start of the file go out at once (``MSG_MORE``, then ``os.sendfile``), the rest as a
+``_FileSegment`` the loop flushes; then parsing simply continues with the next request.
+Every ``os.sendfile`` of the worker goes through ``_sendfile``, which counts calls and bytes in
+``WorkerStats`` (visible to applications as ``environ["wsgiserve.stats"]``, for tests and
+debugging). A segment may carry ``on_done``: the application's ``close()`` for a
+``wsgi.file_wrapper`` body, run in a pool thread once the loop has sent the file (or dropped it).
+
 ``lock`` guards the state change from DISPATCHED, the outbox and the parser while a pool thread
 may look at them; everything else is touched by the owner only. ``OSError``s are translated
 here, once: a vanished peer becomes ``ClientDisconnectedError`` in the pool thread and a quiet
@@ -36,17 +45,28 @@ import os
 import socket
 import tempfile
 import threading
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any, Protocol
 
-from .errors import ClientDisconnectedError, ProtocolError
+from .errors import ApplicationError, ClientDisconnectedError, ProtocolError, ProxyProtocolError
 from .http.events import NEED_DATA, ConnectionClosed, Data, EndOfMessage, Request
+from .http.framing import Framing, choose_framing
 from .http.parser import RequestParser
+from .http.proxy_protocol import ProxyHeaderParser
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .loop import Loop
     from .wsgi import EnvironTemplate
 
-__all__ = ["Connection", "ConnectionState"]
+__all__ = [
+    "Connection",
+    "ConnectionState",
+    "StaticResponder",
+    "StaticResponse",
+    "WorkerStats",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +78,75 @@ LOW_WATERMARK = 256 << 10
 # While a request runs, read at most this much of what the client pipelines behind it.
 PIPELINE_READ_LIMIT = 64 << 10
 LINGER_S = 2.0
+# A full queue drains in about one request time; a second is what nginx's limit_req users
+# usually send. Clients and proxies that honour it come back when there is room.
+RETRY_AFTER_HEADER = (("Retry-After", "1"),)
 CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _DISCONNECT_ERRNOS = frozenset(
     {errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN, errno.ECONNABORTED}
 )
+# Linux: hold the head back until the file follows, so both leave in one segment.
+_MSG_MORE = getattr(socket, "MSG_MORE", 0)
+
+
+class WorkerStats:
+    """Per-worker counters. Updated without a lock by the loop and pool threads, so exact only
+    while one file is being sent at a time: for tests and debugging, not accounting."""
+
+    __slots__ = ("sendfile_bytes", "sendfile_calls", "static_responses")
+
+    def __init__(self) -> None:
+        self.sendfile_calls = 0
+        self.sendfile_bytes = 0
+        self.static_responses = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+class StaticResponse:
+    """A complete response the static table made: head fields, and the file part to send."""
+
+    __slots__ = (
+        "content_length",
+        "count",
+        "fd",
+        "file",
+        "headers",
+        "offset",
+        "prepared",
+        "status",
+        "status_code",
+    )
+
+    def __init__(
+        self,
+        *,
+        status: str,
+        status_code: int,
+        headers: list[tuple[str, str]],
+        content_length: int | None,
+        file: Any,
+        fd: int = -1,
+        offset: int = 0,
+        count: int = 0,
+        prepared: bytes | None = None,
+    ) -> None:
+        self.status, self.status_code, self.headers = status, status_code, headers
+        # The status line and headers, validated once (ResponseWriter.prepare_head).
+        self.prepared = prepared
+        self.content_length = content_length
+        self.file = file  # closed by the connection once sent or duplicated
+        self.fd, self.offset, self.count = fd, offset, count
+
+
+class StaticResponder(Protocol):
+    """What the loop needs of ``static.StaticTable``."""
+
+    prefixes: tuple[bytes, ...]
+
+    def respond(self, request: Request) -> StaticResponse | None:
+        """The response to ``request``, or None when the application must answer it."""
 
 
 class ConnectionState(enum.Enum):
@@ -79,12 +164,16 @@ class _AfterFlush(enum.Enum):
 
 
 class _FileSegment:
-    """A part of a file still to be sent; owns a duplicated descriptor."""
+    """A part of a file still to be sent; owns a duplicated descriptor. ``on_done`` runs in a
+    pool thread once the segment is sent or dropped."""
 
-    __slots__ = ("count", "fd", "offset")
+    __slots__ = ("count", "fd", "offset", "on_done")
 
-    def __init__(self, fd: int, offset: int, count: int) -> None:
+    def __init__(
+        self, fd: int, offset: int, count: int, on_done: Callable[[], None] | None = None
+    ) -> None:
         self.fd, self.offset, self.count = fd, offset, count
+        self.on_done = on_done
 
 
 class Connection:
@@ -100,6 +189,7 @@ class Connection:
         "_outbox",
         "_outbox_bytes",
         "_parser",
+        "_proxy_header",
         "_request",
         "_writable",
         "can_sendfile",
@@ -147,6 +237,8 @@ class Connection:
         self.is_writing_enabled = False
         self.peer_closed = False
         self.can_sendfile = True
+        # PROXY_PROTOCOL: the header comes before HTTP and replaces ``peer``.
+        self._proxy_header = ProxyHeaderParser() if loop.proxy_protocol else None
         self.requests_served = 0
         self._request: Request | None = None
         self._body_chunks: list[bytes] = []
@@ -169,6 +261,10 @@ class Connection:
             logger.debug("Read from %s failed: %s", self.peer[0], exc)
             self.close()
             return
+        if self._proxy_header is not None:
+            data = self._read_proxy_header(data)
+            if not data:
+                return
         state = self.state
         if state is ConnectionState.CLOSING:
             if not data:
@@ -185,6 +281,28 @@ class Connection:
             self.peer_closed = True
             self._parser.feed_eof()
         self.process()
+
+    def _read_proxy_header(self, data: bytes) -> bytes:
+        """Consume the PROXY protocol header; return the bytes after it (loop thread)."""
+        header = self._proxy_header
+        assert header is not None
+        peer = self.peer[0]
+        try:
+            if not self._loop.proxies.is_trusted(peer):
+                raise ProxyProtocolError("PROXY header from a peer not in TRUSTED_PROXIES")
+            if not data:
+                raise ProxyProtocolError("closed before the PROXY header was complete")
+            info = header.feed(data)
+        except ProxyProtocolError as exc:
+            logger.debug("Rejected connection from %s: %s", peer or "unix socket", exc)
+            self.close()
+            return b""
+        if info is None:
+            return b""
+        self._proxy_header = None
+        if info.source is not None:
+            self.peer = (info.source[0], str(info.source[1]))
+        return header.remainder
 
     def _read_while_busy(self, data: bytes) -> None:
         """Keep what a client pipelines while its request runs (loop thread, lock held)."""
@@ -215,8 +333,8 @@ class Connection:
             elif event_type is Data:
                 self._buffer_body(event.data)  # type: ignore[union-attr]
             elif event_type is EndOfMessage:
-                self._dispatch()
-                return
+                if not self._dispatch():
+                    return
             elif event_type is ConnectionClosed:
                 self.close()
                 return
@@ -252,6 +370,14 @@ class Connection:
             self._body_chunks = []
             self._body_file = body_file
 
+    def _discard_body(self) -> None:
+        if self._body_file is not None:
+            self._body_file.close()
+            self._body_file = None
+        if self._body_chunks:
+            self._body_chunks = []
+        self._body_size = 0
+
     def _take_body(self) -> tuple[io.BytesIO | io.BufferedRandom, int]:
         size = self._body_size
         if self._body_file is not None:
@@ -266,14 +392,108 @@ class Connection:
         self._body_size = 0
         return body, size
 
-    def _dispatch(self) -> None:
+    def _dispatch(self) -> bool:
+        """Answer a static file here or hand the request to the pool; True: go on parsing."""
         request = self._request
         assert request is not None
         self._request = None
+        static = self._loop.static
+        if static is not None and request.path.startswith(static.prefixes):
+            response = static.respond(request)
+            if response is not None:
+                self._discard_body()  # read in full already: a body to a static path is ignored
+                return self._answer_static(request, response)
         body, body_size = self._take_body()
         self.state = ConnectionState.DISPATCHED
         self.deadline = None
         self._loop.dispatch(self, request, body, body_size)
+        return False
+
+    def _answer_static(self, request: Request, response: StaticResponse) -> bool:
+        """Send a static response from the loop thread; True when the next request may be
+        parsed at once."""
+        loop = self._loop
+        started = time.monotonic()
+        loop.requests_served += 1
+        loop.stats.static_responses += 1
+        self.requests_served += 1
+        framing, keep_alive = choose_framing(
+            method=request.method,
+            http_version=request.http_version,
+            status_code=response.status_code,
+            content_length=response.content_length,
+            keep_alive=request.keep_alive
+            and not loop.is_draining
+            and loop.limits.keepalive_timeout > 0,
+        )
+        count = response.count if framing is Framing.CONTENT_LENGTH else 0
+        try:
+            if response.prepared is not None:
+                head = loop.writer.head_from_prepared(
+                    response.prepared,
+                    http_version=request.http_version,
+                    framing=framing,
+                    keep_alive=keep_alive,
+                    date=loop.date,
+                )
+            else:
+                head = loop.writer.head(
+                    status=response.status,
+                    headers=response.headers,
+                    http_version=request.http_version,
+                    framing=framing,
+                    keep_alive=keep_alive,
+                    date=loop.date,
+                )
+            with self.lock:
+                self._send_static_locked(head, response.fd, response.offset, count)
+        except ApplicationError:  # WHITENOISE_ADD_HEADERS_FUNCTION made an invalid header
+            logger.exception("Invalid static response head for %r", request.target)
+            self._error_response(500, "Internal Server Error")
+            return False
+        except ClientDisconnectedError:
+            self.close()
+            return False
+        finally:
+            if response.file is not None:
+                response.file.close()
+        self._log_static(request, response.status_code, count, started)
+        return self._after_static(keep_alive=keep_alive)
+
+    def _after_static(self, *, keep_alive: bool) -> bool:
+        after = _AfterFlush.RESUME if keep_alive else _AfterFlush.CLOSE
+        if self._outbox:
+            self._after_flush = after
+            self.state = ConnectionState.FLUSHING
+            self.start_flushing()
+            return False
+        if not keep_alive:
+            self.linger()
+            return False
+        self.deadline = self._loop.now + self._loop.limits.keepalive_timeout
+        return True  # still READING: process() goes on with a pipelined request, if any
+
+    def _log_static(self, request: Request, status_code: int, size: int, started: float) -> None:
+        access_log = self._loop.access_log
+        if access_log is None:
+            return
+        referer = user_agent = b""
+        for name, value in request.headers:
+            if name == b"referer":
+                referer = value
+            elif name == b"user-agent":
+                user_agent = value
+        access_log.log(
+            peer=self.peer[0],
+            method=request.method.decode("latin-1"),
+            target=request.target.decode("latin-1"),
+            http_version="HTTP/1.1" if request.http_version == b"1.1" else "HTTP/1.0",
+            status_code=status_code,
+            bytes_sent=size,
+            request_time_s=time.monotonic() - started,
+            referer=referer.decode("latin-1"),
+            user_agent=user_agent.decode("latin-1"),
+        )
 
     def _protocol_error(self, exc: ProtocolError) -> None:
         logger.debug("Bad request from %s: %s (%d)", self.peer[0], exc, exc.status_code)
@@ -290,10 +510,20 @@ class Connection:
         logger.debug("Request timeout from %s", self.peer[0])
         self._error_response(408, "Request Timeout")
 
-    def _error_response(self, status_code: int, reason: str) -> None:
+    def send_overloaded_response(self) -> None:
+        """503 for a request that found the request queue full (loop thread)."""
+        logger.debug("Request queue full: 503 for %s", self.peer[0])
+        self._error_response(503, "Service Unavailable", RETRY_AFTER_HEADER)
+
+    def _error_response(
+        self, status_code: int, reason: str, extra_headers: tuple[tuple[str, str], ...] = ()
+    ) -> None:
         """Answer an error the loop found itself, then close (loop thread)."""
         response = self._loop.writer.error_response(
-            status_code=status_code, reason=reason, date=self._loop.date
+            status_code=status_code,
+            reason=reason,
+            date=self._loop.date,
+            extra_headers=extra_headers,
         )
         self._send_from_loop(response)
         self._after_flush = _AfterFlush.CLOSE
@@ -373,7 +603,7 @@ class Connection:
             self._writable.notify_all()
             for item in self._outbox:
                 if type(item) is _FileSegment:
-                    os.close(item.fd)
+                    self._segment_done(item)
             self._outbox.clear()
             self._outbox_bytes = 0
         if self._body_file is not None:
@@ -392,17 +622,22 @@ class Connection:
             if self._outbox_bytes > HIGH_WATERMARK:
                 self._wait_for_drain()
 
-    def send_file(self, fd: int, offset: int, count: int) -> None:
-        """Send part of a file with sendfile; the rest goes to the loop (pool thread)."""
+    def send_file(
+        self, fd: int, offset: int, count: int, on_done: Callable[[], None] | None = None
+    ) -> bool:
+        """Send part of a file with sendfile; the rest goes to the loop (pool thread). True
+        when the loop took the rest, and with it ``on_done``, to run once it is sent."""
         with self.lock:
             if self._has_error:
                 raise ClientDisconnectedError("the client has gone")
             if not self._outbox:
                 sent = self._sendfile_now(fd, offset, count)
                 offset, count = offset + sent, count - sent
-            if count:
-                self._outbox.append(_FileSegment(os.dup(fd), offset, count))
-                self._loop.call_soon_threadsafe(self.start_flushing)
+            if not count:
+                return False
+            self._outbox.append(_FileSegment(os.dup(fd), offset, count, on_done))
+            self._loop.call_soon_threadsafe(self.start_flushing)
+            return on_done is not None
 
     def finish(self, *, keep_alive: bool) -> None:
         """The response is complete (pool thread): read the next request, or close."""
@@ -466,11 +701,48 @@ class Connection:
         if self._outbox:
             self._loop.call_soon_threadsafe(self.start_flushing)
 
+    def _send_static_locked(self, head: bytes, fd: int, offset: int, count: int) -> None:
+        """The head, then ``count`` bytes of ``fd`` (loop thread, lock held)."""
+        if not count or self._outbox:
+            self._send_locked([head])
+            if count:
+                self._outbox.append(_FileSegment(os.dup(fd), offset, count))
+            return
+        try:
+            sent = self.sock.send(head, _MSG_MORE)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self._has_error = True
+            raise _disconnected(exc) from exc
+        if sent < len(head):
+            self._outbox.append(memoryview(head)[sent:])
+            self._outbox_bytes += len(head) - sent
+        else:
+            sent = self._sendfile_now(fd, offset, count)
+            offset, count = offset + sent, count - sent
+        if count:  # the socket is full (or the file shrank: the flush will find out)
+            self._outbox.append(_FileSegment(os.dup(fd), offset, count))
+
+    def _segment_done(self, segment: _FileSegment) -> None:
+        os.close(segment.fd)
+        if segment.on_done is not None:
+            self._loop.run_in_pool(segment.on_done)
+            segment.on_done = None
+
+    def _sendfile(self, fd: int, offset: int, count: int) -> int:
+        """The worker's only call of os.sendfile (counted in WorkerStats)."""
+        sent = os.sendfile(self.fd, fd, offset, count)
+        stats = self._loop.stats
+        stats.sendfile_calls += 1
+        stats.sendfile_bytes += sent
+        return sent
+
     def _sendfile_now(self, fd: int, offset: int, count: int) -> int:
         total = 0
         while count:
             try:
-                sent = os.sendfile(self.fd, fd, offset, count)
+                sent = self._sendfile(fd, offset, count)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
@@ -490,14 +762,15 @@ class Connection:
             item = outbox[0]
             try:
                 if type(item) is _FileSegment:
-                    sent = os.sendfile(self.fd, item.fd, item.offset, item.count)
+                    sent = self._sendfile(item.fd, item.offset, item.count)
                     if sent == 0:  # file truncated under us: framing is broken
+                        logger.warning("A file shrank while it was sent to %s", self.peer[0])
                         self._has_error = True
                         return
                     item.offset += sent
                     item.count -= sent
                     if not item.count:
-                        os.close(item.fd)
+                        self._segment_done(item)
                         outbox.popleft()
                 else:
                     assert type(item) is memoryview

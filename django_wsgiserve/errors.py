@@ -33,6 +33,7 @@ __all__ = [
     "InvalidTargetError",
     "MissingHostError",
     "ProtocolError",
+    "ProxyProtocolError",
     "TruncatedRequestError",
     "URITooLongError",
     "UnsupportedTransferCodingError",
@@ -103,6 +104,14 @@ class InvalidChunkError(BadRequestError):
 
 class TruncatedRequestError(BadRequestError):
     """400: the peer closed the connection in the middle of a request."""
+
+
+class ProxyProtocolError(BadRequestError):
+    """400: a missing or malformed PROXY protocol header, or one from an untrusted peer.
+
+    The connection is closed without an HTTP answer: the peer is a load balancer speaking the
+    PROXY protocol, not (yet) an HTTP client.
+    """
 
 
 class URITooLongError(ProtocolError):

@@ -12,11 +12,19 @@ and clients that stop reading (WRITE_TIMEOUT, closed). A sweep is O(connections)
 10,000 connections costs about a millisecond a second.
 
 When the number of connections reaches MAX_CONNECTIONS, the listeners are unregistered, so
-the excess waits in the kernel's backlog (or goes to another worker) instead of here.
+the excess waits in the kernel's backlog (or goes to another worker) instead of here. When
+MAX_QUEUED_REQUESTS requests already wait for a thread, a new request is answered at once with
+503 and Retry-After (and a WARNING at most every ``_OVERLOAD_LOG_INTERVAL_S``), so a burst
+cannot build a queue that clients time out in anyway.
 
 Shutdown is an explicit state: ``request_stop()`` (safe from a signal handler) makes the loop
-stop accepting, close idle connections, answer the rest with ``Connection: close``, and leave
-once no connection is left or GRACEFUL_TIMEOUT has passed.
+stop accepting, close idle keep-alive connections, answer the rest with ``Connection: close``
+(including connections accepted but still silent: their first request is ours to answer), and
+leave once no connection is left or GRACEFUL_TIMEOUT has passed.
+
+Hooks for the worker process: ``on_tick(now)`` runs at the end of every tick (heartbeat, stuck
+requests, recycling), ``on_drain()`` when a drain begins, and ``in_flight`` maps the thread
+ident of every running request to its method, target and start time.
 """
 
 from __future__ import annotations
@@ -28,13 +36,15 @@ import os
 import queue
 import selectors
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
-from .connection import Connection, ConnectionState
+from .connection import Connection, ConnectionState, WorkerStats
 from .http.writer import ResponseWriter
+from .proxy import parse_trusted_proxies
 from .wsgi import EnvironTemplate, RequestCycle
 
 if TYPE_CHECKING:
@@ -43,6 +53,7 @@ if TYPE_CHECKING:
 
     from .accesslog import AccessLog
     from .config import ServerConfig
+    from .connection import StaticResponder
     from .http.events import Request
     from .pool import ThreadPool
     from .wsgi import WSGIApplication
@@ -52,7 +63,13 @@ __all__ = ["Limits", "Loop", "LoopState"]
 logger = logging.getLogger(__name__)
 
 _ACCEPTS_PER_EVENT = 64
+# Workers of one master share the listening sockets and all wake for each new connection
+# (selectors cannot ask for EPOLLEXCLUSIVE). Taking 64 at a time, the first one awake took a
+# whole burst (wrk's 32 connections all went to one of two workers, benchmarks/scaling.py);
+# one at a time, the others get their turn.
+_ACCEPTS_PER_EVENT_SHARED = 1
 _TICK_S = 1.0
+_OVERLOAD_LOG_INTERVAL_S = 10.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,6 +129,9 @@ class Loop:
         access_log: AccessLog | None,
         multiprocess: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        on_tick: Callable[[float], None] | None = None,
+        on_drain: Callable[[], None] | None = None,
+        static: StaticResponder | None = None,
     ) -> None:
         self.limits = Limits.from_config(config)
         self.writer = ResponseWriter(server_header=config.server_header)
@@ -119,10 +139,25 @@ class Loop:
         self.now = clock()
         self.date = formatdate(usegmt=True).encode("ascii")
         self.requests_served = 0
+        # Requests running in pool threads: thread ident -> (method, target, start time). One
+        # dict store and one delete per request; the worker's tick reads it for stuck requests.
+        self.in_flight: dict[int, tuple[bytes, bytes, float]] = {}
+        self._on_tick = on_tick
+        self._accepts_per_event = _ACCEPTS_PER_EVENT_SHARED if multiprocess else _ACCEPTS_PER_EVENT
+        self._on_drain = on_drain
         self._config = config
         self._application = application
         self._pool = pool
+        self.proxies = parse_trusted_proxies(config.trusted_proxies)
+        self.proxy_protocol = config.proxy_protocol
+        self._max_pending = config.threads + config.max_queued_requests
+        self._rejected = 0  # 503s since the last overload warning
+        self._overload_logged_at = -_OVERLOAD_LOG_INTERVAL_S
         self._access_log = access_log
+        # Static files answered in this thread (connection.py); None when STATIC is off.
+        self.static = static
+        self.access_log = access_log
+        self.stats = WorkerStats()
         self._clock = clock
         self._selector = selectors.DefaultSelector()
         self._connections: set[Connection] = set()
@@ -137,6 +172,9 @@ class Loop:
             _Listener(sock, _template_for(sock, config, multiprocess)) for sock in listeners
         ]
         self._selector.register(self._wakeup_read, selectors.EVENT_READ, self._on_wakeup)
+        for listener in self._listeners:
+            # The worker's counters, for applications that want them (tests, debug views).
+            listener.template.base["wsgiserve.stats"] = self.stats
 
     # -- any thread ----------------------------------------------------------------------
 
@@ -214,13 +252,21 @@ class Loop:
     def dispatch(
         self, connection: Connection, request: Request, body: io.IOBase, body_size: int
     ) -> None:
-        """Hand a complete request to the pool (loop thread)."""
+        """Hand a complete request to the pool, or refuse it if the queue is full (loop thread)."""
+        if self._pool.pending >= self._max_pending:
+            body.close()
+            self._reject_overloaded(connection)
+            return
         started = self.now
         self.requests_served += 1
+        proxies = self.proxies
 
         def run_request() -> None:
+            ident = threading.get_ident()
+            self.in_flight[ident] = (request.method, request.target, started)
             try:
                 environ = connection.template.build(request, body, body_size, connection.peer)
+                proxies.apply(environ)
                 cycle = RequestCycle(
                     app=self._application,
                     environ=environ,
@@ -234,9 +280,31 @@ class Loop:
                 )
                 cycle.run()
             finally:
+                del self.in_flight[ident]
                 body.close()
 
         self._pool.submit(run_request)
+
+    def _reject_overloaded(self, connection: Connection) -> None:
+        """503 + Retry-After for a request that found the queue full (loop thread)."""
+        connection.send_overloaded_response()
+        self._rejected += 1
+        if self.now - self._overload_logged_at >= _OVERLOAD_LOG_INTERVAL_S:
+            logger.warning(
+                "Request queue full: %d request(s) waiting for %d thread(s) "
+                "(MAX_QUEUED_REQUESTS %d); answered %d request(s) with 503",
+                self._pool.pending - self._config.threads,
+                self._config.threads,
+                self._config.max_queued_requests,
+                self._rejected,
+            )
+            self._overload_logged_at = self.now
+            self._rejected = 0
+
+    def run_in_pool(self, job: Callable[[], None]) -> None:
+        """Run ``job`` in a pool thread, e.g. a response's close() after its file was sent
+        (loop thread)."""
+        self._pool.submit(job)
 
     def forget(self, connection: Connection) -> None:
         """A connection has closed (loop thread)."""
@@ -275,7 +343,7 @@ class Loop:
     def _accept(self, listener: _Listener) -> None:
         accept = listener.sock.accept
         now = self.now
-        for _ in range(_ACCEPTS_PER_EVENT):
+        for _ in range(self._accepts_per_event):
             try:
                 sock, address = accept()
             except (BlockingIOError, InterruptedError):
@@ -315,6 +383,8 @@ class Loop:
         write_timeout = self.limits.write_timeout
         for connection in list(self._connections):
             self._check_deadlines(connection, now, write_timeout)
+        if self._on_tick is not None:
+            self._on_tick(now)
 
     def _check_deadlines(self, connection: Connection, now: float, write_timeout: float) -> None:
         if connection.has_pending_output and now - connection.last_progress > write_timeout:
@@ -341,8 +411,12 @@ class Loop:
         if self._drain_deadline != 0.0:  # 0.0: a second signal asked to stop at once
             self._drain_deadline = self.now + self._config.graceful_timeout
         self._set_accepting(False)
+        if self._on_drain is not None:
+            self._on_drain()
         for connection in list(self._connections):
-            if connection.is_idle:
+            # A connection that has not sent its first request yet was accepted by us, so its
+            # request is ours to answer (with Connection: close): closing it would fail it.
+            if connection.is_idle and connection.requests_served:
                 connection.close()
         logger.info(
             "Shutting down: %d connection(s) still open, %d request(s) running",
@@ -352,7 +426,7 @@ class Loop:
 
     def _check_drained(self) -> None:
         for connection in list(self._connections):
-            if connection.is_idle:
+            if connection.is_idle and connection.requests_served:
                 connection.close()
         if not self._connections:
             self.state = LoopState.STOPPED

@@ -3,7 +3,8 @@
 Design note. The I/O loop hands complete requests (callables) to the pool with ``submit``; a
 fixed number of named threads (``wsgiserve-<pid>-<n>``) run them one at a time. The queue is a
 ``queue.SimpleQueue`` (implemented in C, the cheapest hand-off the stdlib has) and ``submit``
-never blocks: the loop keeps its own count of work in flight to decide when to refuse (503).
+never blocks: the loop reads ``pending`` (submitted and not yet finished) to decide when to
+refuse work with a 503 instead of queueing it (MAX_QUEUED_REQUESTS).
 
 ``shutdown(deadline_s)`` lets queued and running work finish up to the deadline, then returns
 the number of threads still busy, which the worker logs. Threads are daemonic so that a stuck
@@ -40,6 +41,9 @@ class ThreadPool:
         self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._busy = 0  # threads currently running a job; only an estimate, read for logs
+        self._submitted = 0  # written by the loop thread only
+        self._finished = 0  # written by pool threads, under _finished_lock
+        self._finished_lock = threading.Lock()
         self._prefix = name_prefix or f"wsgiserve-{os.getpid()}"
 
     def start(self) -> None:
@@ -52,8 +56,15 @@ class ThreadPool:
             self._threads.append(thread)
 
     def submit(self, job: Callable[[], None]) -> None:
-        """Queue ``job`` to run in a pool thread (any thread). Never blocks."""
+        """Queue ``job`` to run in a pool thread (loop thread). Never blocks."""
+        self._submitted += 1
         self._jobs.put(job)
+
+    @property
+    def pending(self) -> int:
+        """Jobs submitted and not finished yet, running or waiting (loop thread). It can only
+        overestimate: a job is counted as finished after it has returned."""
+        return self._submitted - self._finished
 
     @property
     def busy(self) -> int:
@@ -85,3 +96,5 @@ class ThreadPool:
                 logger.exception("Unhandled error in an application thread")
             finally:
                 self._busy -= 1
+                with self._finished_lock:
+                    self._finished += 1

@@ -26,6 +26,7 @@ import ipaddress
 import logging
 import os
 import re
+import resource
 import socket
 import stat
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ __all__ = [
     "inherited_listeners",
     "listener_url",
     "parse_bind",
+    "raise_file_limit",
+    "share_with_reloader_child",
 ]
 
 logger = logging.getLogger(__name__)
@@ -259,3 +262,59 @@ def inherited_listeners(environ: MutableMapping[str, str]) -> list[socket.socket
     for item in inherited:
         item.sock.setblocking(False)
     return [item.sock for item in inherited]
+
+
+def raise_file_limit(*, needed: int) -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit and log it; return the new soft limit.
+
+    Every connection is a file descriptor and the usual soft limit is 1024, far below
+    MAX_CONNECTIONS (10,000 by default); the hard limit is what an unprivileged process may
+    raise itself to (nginx worker_rlimit_nofile, systemd's LimitNOFILE= sets both). Warns when
+    even the hard limit is below ``needed``.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            logger.warning("Could not raise the open file limit to %d: %s", hard, exc)
+    limit = "unlimited" if soft == resource.RLIM_INFINITY else str(soft)
+    logger.info("Open file limit (RLIMIT_NOFILE): %s", limit)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        logger.warning(
+            "The open file limit (%d) is below the %d descriptors MAX_CONNECTIONS needs: raise "
+            "it (ulimit -n, or LimitNOFILE= in the systemd unit) or lower MAX_CONNECTIONS",
+            soft,
+            needed,
+        )
+    return soft
+
+
+# Set by the autoreloader's parent to its own pid: "LISTEN_FDS are for my child". Not a
+# WSGISERVE_* name, which would be taken for an unknown option.
+_RELOADER_PARENT_VARIABLE = "DJANGO_WSGISERVE_LISTEN_PARENT_PID"
+
+
+def share_with_reloader_child(environ: MutableMapping[str, str], *, is_child: bool) -> None:
+    """Under ``--reload``, let the autoreloader's child take over systemd's listening sockets.
+
+    Django's autoreloader runs the server in a child process with a new pid (and again after
+    every code change), so ``LISTEN_PID`` names the parent and ``listen_fds()`` would ignore
+    the fds. The parent (``is_child=False``) keeps the fds inheritable and marks the variables
+    with its pid; a child whose parent that is rewrites ``LISTEN_PID`` to its own pid before
+    ``inherited_listeners()`` runs. The parent never uses the sockets itself.
+    """
+    if is_child:
+        if environ.pop(_RELOADER_PARENT_VARIABLE, None) == str(os.getppid()):
+            environ["LISTEN_PID"] = str(os.getpid())
+        return
+    if environ.get("LISTEN_PID") != str(os.getpid()):
+        return
+    try:
+        count = int(environ.get("LISTEN_FDS", ""))
+    except ValueError:
+        return
+    for fd in range(systemd.SD_LISTEN_FDS_START, systemd.SD_LISTEN_FDS_START + count):
+        os.set_inheritable(fd, True)  # the reloader starts its child with close_fds=False
+    environ[_RELOADER_PARENT_VARIABLE] = str(os.getpid())

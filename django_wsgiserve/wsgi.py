@@ -9,6 +9,12 @@ a status set during the first iteration is honoured), frames the body, always ca
 It knows WSGI but not sockets: bytes go out through a ``ResponseSink`` (implemented by
 ``Connection``), which may finish a write on the I/O loop when the socket would block.
 
+``wsgi.file_wrapper`` bodies with a real descriptor (a file, or whitenoise's ``SlicedFile`` of
+a 206: its ``fileobj`` from ``tell()``, ``remaining`` bytes) go out by sendfile. What does not
+fit in the socket at once is handed to the loop, and then the pool thread is released at once:
+``close()`` (Django's ``request_finished``) and the access record run later, in a pool thread,
+when the loop has sent the file (``_finish_deferred``).
+
 Invariants:
 * Nothing an application does can corrupt the connection for the next request: wrong
   Content-Length, exceptions after the head was sent, or a missing start_response all end with
@@ -21,6 +27,7 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import os
@@ -118,8 +125,11 @@ class ResponseSink(Protocol):
     def send(self, parts: list[bytes]) -> None:
         """Send ``parts`` in order; raises ClientDisconnectedError (pool thread)."""
 
-    def send_file(self, fd: int, offset: int, count: int) -> None:
-        """Send ``count`` bytes of ``fd`` from ``offset``; the fd may be closed on return."""
+    def send_file(
+        self, fd: int, offset: int, count: int, on_done: Callable[[], None] | None = None
+    ) -> bool:
+        """Send ``count`` bytes of ``fd`` from ``offset``; the fd may be closed on return.
+        True when the rest is sent later and ``on_done`` will be called after it."""
 
     def finish(self, *, keep_alive: bool) -> None:
         """The response is complete; read the next request or close (pool thread)."""
@@ -210,6 +220,7 @@ class RequestCycle:
         "_get_date",
         "_headers",
         "_headers_sent",
+        "_is_deferred",
         "_is_head",
         "_keep_alive",
         "_request",
@@ -249,6 +260,7 @@ class RequestCycle:
         self._framing = Framing.NO_BODY
         self._chunked = False
         self._bytes_sent = 0
+        self._is_deferred = False  # the loop finishes the body, then calls _finish_deferred
 
     # -- pool thread ---------------------------------------------------------------------
 
@@ -267,9 +279,16 @@ class RequestCycle:
         except Exception:  # noqa: BLE001 - any application error becomes a 500 or a cut
             self._application_failed()
         finally:
-            self._close_result(result)
-        self._log_access()
+            if not self._is_deferred:
+                self._close_result(result)
+        if not self._is_deferred:
+            self._log_access()
         self._sink.finish(keep_alive=self._keep_alive)
+
+    def _finish_deferred(self, result: Iterable[bytes]) -> None:
+        """The loop has sent (or dropped) the file: close() and log (a pool thread)."""
+        self._close_result(result)
+        self._log_access()
 
     def start_response(
         self,
@@ -419,16 +438,10 @@ class RequestCycle:
         """Send a ``wsgi.file_wrapper`` body with sendfile; False means "iterate it instead"."""
         if not self._sink.can_sendfile or self._status is None:
             return False
-        filelike = wrapper.filelike
-        try:
-            fd = filelike.fileno()
-            info = os.fstat(fd)
-            offset = filelike.tell() if hasattr(filelike, "tell") else os.lseek(fd, 0, os.SEEK_CUR)
-        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        file_range = _file_range(wrapper.filelike)
+        if file_range is None:
             return False
-        if not stat.S_ISREG(info.st_mode):
-            return False
-        available = max(0, info.st_size - offset)
+        fd, offset, available = file_range
         declared = self._content_length
         if declared is None:
             declared = available
@@ -438,9 +451,11 @@ class RequestCycle:
         self._sink.send([head])
         if self._framing is not Framing.CONTENT_LENGTH:
             return True  # HEAD, 304 and friends: no body
-        if count:
-            self._sink.send_file(fd, offset, count)
         self._bytes_sent = count
+        if count:
+            self._is_deferred = self._sink.send_file(
+                fd, offset, count, functools.partial(self._finish_deferred, wrapper)
+            )
         if count < declared:
             logger.error(
                 "%s: the file is %d bytes shorter than its Content-Length; closing the connection",
@@ -506,6 +521,29 @@ class RequestCycle:
             referer=environ.get("HTTP_REFERER", ""),
             user_agent=environ.get("HTTP_USER_AGENT", ""),
         )
+
+
+def _file_range(filelike: Any) -> tuple[int, int, int] | None:
+    """(descriptor, offset, bytes available) of a regular file, or None: iterate it instead.
+
+    whitenoise's ``SlicedFile`` (a 206 body) has no descriptor of its own, but its ``fileobj``
+    is positioned at the range start and ``remaining`` is the range length."""
+    limit = None
+    if type(filelike).__name__ == "SlicedFile" and hasattr(filelike, "remaining"):
+        limit = filelike.remaining
+        filelike = getattr(filelike, "fileobj", None)
+    try:
+        fd = filelike.fileno()
+        info = os.fstat(fd)
+        offset = filelike.tell() if hasattr(filelike, "tell") else os.lseek(fd, 0, os.SEEK_CUR)
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        return None
+    available = max(0, info.st_size - offset)
+    if limit is not None:
+        available = min(available, max(0, limit))
+    return fd, offset, available
 
 
 def _as_bytes(data: object) -> bytes:

@@ -84,9 +84,11 @@ class LiveServer:
     env: dict[str, str] = field(default_factory=dict)
     cwd: Path = REPO
     manage: list[str] = field(default_factory=lambda: ["-m", "django"])
+    reload: bool = False  # --reload (Django's autoreloader) instead of --noreload
     process: subprocess.Popen[bytes] | None = None
     address: tuple[str, int] | str = ""
     notify: NotifyListener | None = None
+    wait_ready: bool = True  # False: start() returns at once (servers meant to fail at boot)
     _tmpdir: str = ""
 
     def start(self) -> LiveServer:
@@ -102,7 +104,7 @@ class LiveServer:
         }
         env.pop("LISTEN_FDS", None)
         command = [sys.executable, str(SHIM), str(listener.fileno()), *self.manage, "serve"]
-        command += ["--noreload", *self.args]
+        command += ["--reload" if self.reload else "--noreload", *self.args]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 command,
@@ -115,7 +117,7 @@ class LiveServer:
                 start_new_session=True,
             )
         listener.close()
-        if not self.notify.wait_for("READY=1", READY_TIMEOUT_S):
+        if self.wait_ready and not self.notify.wait_for("READY=1", READY_TIMEOUT_S):
             self.stop()
             raise AssertionError(f"server did not send READY=1; log:\n{self.log()}")
         return self

@@ -82,6 +82,7 @@ class ResponseWriter:
                 f"invalid Server header value {server_header!r}", option="SERVER_HEADER"
             )
         self._server_line = f"Server: {server_header}\r\n" if server_header else ""
+        self._server_line_bytes = self._server_line.encode("latin-1")
 
     def head(
         self,
@@ -112,6 +113,38 @@ class ResponseWriter:
         parts.append("\r\n")
         # Cannot fail: every piece was checked to be latin-1 text above.
         return "".join(parts).encode("latin-1")
+
+    def prepare_head(self, *, status: str, headers: list[tuple[str, str]]) -> bytes | None:
+        """Validate a status and headers that many responses share (static files) once, and
+        return the start of their head for ``head_from_prepared``; None when the headers
+        include Date or Server (use ``head``). Raises ``ApplicationError`` like ``head``."""
+        if type(status) is not str or grammar.STATUS_STR_RE.fullmatch(status) is None:
+            raise ApplicationError(f"invalid status {status!r} (want '200 OK')")
+        parts = ["HTTP/1.1 ", status, "\r\n"]
+        has_date, has_server = _append_headers(parts, headers)
+        if has_date or has_server:
+            return None
+        return "".join(parts).encode("latin-1")
+
+    def head_from_prepared(
+        self,
+        prepared: bytes,
+        *,
+        http_version: bytes,
+        framing: Framing,
+        keep_alive: bool,
+        date: bytes,
+    ) -> bytes:
+        """``head()`` for a status and headers validated by ``prepare_head``."""
+        parts = [prepared, b"Date: ", date, b"\r\n", self._server_line_bytes]
+        if framing is Framing.CHUNKED:
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+        if not keep_alive:
+            parts.append(b"Connection: close\r\n")
+        elif http_version == b"1.0":
+            parts.append(b"Connection: keep-alive\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
 
     def error_response(
         self,

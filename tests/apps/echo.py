@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -90,6 +91,7 @@ def application(environ: WSGIEnvironment, start_response: StartResponse) -> Iter
         "body_length": length,
         "body_sha256": sha256,
         "body_head": head.decode("latin-1"),
+        "pid": os.getpid(),  # which worker process answered (prefork tests)
     }
     body = json.dumps(data, sort_keys=True).encode("utf-8")
     start_response(

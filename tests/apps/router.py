@@ -35,6 +35,7 @@ from . import (
     no_start_response,
     raises,
     sleepy,
+    spin,
     stream,
     write_callable,
 )
@@ -58,6 +59,7 @@ RAW_APPS: dict[str, WSGIApplication] = {
     "no_start_response": no_start_response.application,
     "raises": raises.application,
     "sleepy": sleepy.application,
+    "spin": spin.application,
     "stream": stream.application,
     "write_callable": write_callable.application,
 }

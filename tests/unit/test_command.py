@@ -229,50 +229,45 @@ def test_configure_logging(monkeypatch, logging_setting, logging_config, applied
         assert applied_fragments[0]["loggers"]["django_wsgiserve.access"]["propagate"] is False
 
 
-class _FakeWorker:
-    """Stands in for django_wsgiserve.worker: records the call, says ready, returns at once."""
+class _FakeMaster:
+    """Stands in for django_wsgiserve.arbiter: records the Arbiter, returns from run() at once."""
 
     def __init__(self) -> None:
-        self.calls: list[tuple[config.ServerConfig, list[socket.socket], object]] = []
+        self.calls: list[tuple[config.ServerConfig, list[socket.socket], dict[str, Any]]] = []
+        self.exit_code = 0
 
-    def serve(
-        self,
-        resolved: config.ServerConfig,
-        listeners: list[socket.socket],
-        application: object,
-        *,
-        on_ready: Any,
-    ) -> None:
-        for listener in listeners:  # the listeners really listen
+    def arbiter(
+        self, resolved: config.ServerConfig, listeners: list[socket.socket], **kwargs: Any
+    ) -> _FakeMaster:
+        self.calls.append((resolved, list(listeners), kwargs))
+        return self
+
+    def run(self) -> int:
+        for listener in self.calls[-1][1]:  # the listeners really listen
             with socket.socket(listener.family, socket.SOCK_STREAM) as client:
                 client.connect(listener.getsockname())
-        self.calls.append((resolved, list(listeners), application))
-        on_ready()
+        return self.exit_code
+
+    failure = "Worker 1 (pid 7) could not load the application 'x.application'"
 
 
 @pytest.fixture
 def fake_worker(monkeypatch):
-    worker = _FakeWorker()
-    module = types.ModuleType("django_wsgiserve.worker")
-    module.serve = worker.serve  # type: ignore[attr-defined]
-    monkeypatch.setitem(__import__("sys").modules, "django_wsgiserve.worker", module)
+    master = _FakeMaster()
+    module = types.ModuleType("django_wsgiserve.arbiter")
+    module.Arbiter = master.arbiter  # type: ignore[attr-defined]
+    monkeypatch.setitem(__import__("sys").modules, "django_wsgiserve.arbiter", module)
     monkeypatch.setattr("logging.config.dictConfig", lambda fragment: None)
-    return worker
+    return master
 
 
-def test_run_binds_prints_banner_notifies_and_cleans_up(fake_worker, tmp_path, monkeypatch):
-    notify_path = str(tmp_path / "notify")
+def test_run_binds_prints_banner_and_cleans_up(fake_worker, tmp_path):
     sock_path = tmp_path / "http.sock"
     out = io.StringIO()
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
-        notify.bind(notify_path)
-        notify.settimeout(5)
-        monkeypatch.setenv("NOTIFY_SOCKET", notify_path)
-        call_command(
-            "serve", f"unix:{sock_path}", "--threads", "3", "--no-static", stdout=out,
-            skip_checks=False,
-        )  # fmt: skip
-        assert notify.recv(4096).decode() == f"READY=1\nSTATUS=Listening at unix:{sock_path}"
+    call_command(
+        "serve", f"unix:{sock_path}", "--threads", "3", "--workers", "1", "--no-static",
+        stdout=out, skip_checks=False,
+    )  # fmt: skip
     banner = out.getvalue()
     assert "Performing system checks..." in banner
     assert "System check identified no issues" in banner
@@ -284,9 +279,11 @@ def test_run_binds_prints_banner_notifies_and_cleans_up(fake_worker, tmp_path, m
     assert "Static files: off" in banner
     assert banner.rstrip().endswith("Quit the server with CONTROL-C.")
     assert "development server" not in banner
-    ((resolved, listeners, application),) = fake_worker.calls
+    ((resolved, listeners, arbiter_options),) = fake_worker.calls
     assert resolved.threads == 3
-    assert callable(application)
+    assert arbiter_options["preloaded"] is None  # PRELOAD off: the workers import the app
+    assert callable(arbiter_options["load_application"])
+    assert arbiter_options["app_name"] == "tests.apps.router.application"
     assert all(listener.fileno() == -1 for listener in listeners)  # closed
     assert not sock_path.exists()  # bound by the command: unlinked
 
@@ -339,3 +336,16 @@ def test_bind_error_under_the_reloader_exits(monkeypatch):
     command._inner_run_reloading(config.resolve_config({}, {}, {}))
     assert exits == [1]
     assert "Error: Can't listen at 127.0.0.1:80" in stderr.getvalue()
+
+
+def test_preload_imports_the_application_in_the_master(fake_worker):
+    call_command("serve", "--skip-checks", "127.0.0.1:0", "--preload", stdout=io.StringIO())
+    ((_resolved, _listeners, arbiter_options),) = fake_worker.calls
+    assert callable(arbiter_options["preloaded"])
+
+
+def test_worker_boot_failure_exits_with_its_code(fake_worker):
+    fake_worker.exit_code = 4
+    with pytest.raises(CommandError, match="could not load the application") as caught:
+        call_command("serve", "--skip-checks", "127.0.0.1:0", stdout=io.StringIO())
+    assert caught.value.returncode == 4

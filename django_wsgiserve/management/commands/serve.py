@@ -6,8 +6,15 @@ reads ``settings.WSGISERVE``, ``os.environ`` and argv, hands them to ``resolve_c
 keeps the result in a ``ServerConfig`` rather than on ``self``. Configuration problems exit with
 status 2; bind problems get runserver's wording.
 
-For now one worker serves in this process (``django_wsgiserve.worker.serve``); the prefork master
-comes later. Logging: when ``settings.LOGGING`` configures neither ``django_wsgiserve`` nor
+Serving: the command runs the checks, imports the application only with PRELOAD, closes the
+database connections, binds (or inherits) the listeners once, then runs the prefork master
+(``django_wsgiserve.arbiter.Arbiter``), which forks WORKERS workers; a worker that cannot import
+the application makes the command exit with that worker's exit code (4). With ``--reload``
+Django's autoreloader runs ``inner_run`` in a thread, where signal handlers cannot be
+installed, so one worker serves in this process (``django_wsgiserve.worker.serve``) and the
+reloader restarts it on code changes.
+
+Logging: when ``settings.LOGGING`` configures neither ``django_wsgiserve`` nor
 ``django_wsgiserve.access`` (and ``LOGGING_CONFIG`` is not None), the command applies
 ``accesslog.default_logging_config()`` so that server messages reach stderr and access lines
 stdout; the library itself never installs handlers.
@@ -20,6 +27,7 @@ import logging
 import logging.config
 import os
 import re
+import site
 import sys
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -30,9 +38,10 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 from django.core.servers.basehttp import get_internal_wsgi_application
 from django.db import connections
+from django.urls import clear_url_caches
 from django.utils import autoreload
 
-from django_wsgiserve import __version__, accesslog, sockets, systemd
+from django_wsgiserve import __version__, accesslog, sockets, systemd, units
 from django_wsgiserve.config import (
     OPTIONS_BY_NAME,
     ServerConfig,
@@ -48,6 +57,7 @@ if TYPE_CHECKING:
 
     from django.core.management.base import CommandParser
 
+    from django_wsgiserve.static import StaticTable
     from django_wsgiserve.wsgi import WSGIApplication
 
 __all__ = ["Command", "ListenError"]
@@ -104,6 +114,21 @@ class Command(BaseCommand):
             action="store_true",
             help="Print every option, its value and where it came from, then exit.",
         )
+        parser.add_argument(
+            "--systemd-unit",
+            action="store_true",
+            help="Print a hardened systemd .service for this project, then exit "
+            "(see docs/deployment.md).",
+        )
+        parser.add_argument(
+            "--socket",
+            action="store_true",
+            help="With --systemd-unit: also print a .socket unit (socket activation).",
+        )
+        parser.add_argument(
+            "--unit-name",
+            help="With --systemd-unit: the unit name (default: the settings module's package).",
+        )
         add_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -111,9 +136,14 @@ class Command(BaseCommand):
         if options["print_config"]:
             self.print_config(config)
             return
+        if options["systemd_unit"] or options["socket"] or options["unit_name"]:
+            self.print_systemd_units(config, options)
+            return
         colour = options.get("force_color") or (sys.stdout.isatty() and not options["no_color"])
         self.configure_logging(colour=bool(colour))
         if config.reload:
+            is_child = os.environ.get(autoreload.DJANGO_AUTORELOAD_ENV) == "true"
+            sockets.share_with_reloader_child(os.environ, is_child=is_child)
             autoreload.run_with_reloader(self._inner_run_reloading, config, **options)
         else:
             self.inner_run(config, **options)
@@ -173,6 +203,34 @@ class Command(BaseCommand):
         for name, value, source in rows:
             self.stdout.write(f"{name:<{name_width}}  {value:<{value_width}}  {source}")
 
+    def print_systemd_units(self, config: ServerConfig, options: dict[str, Any]) -> None:
+        """--systemd-unit [--socket]: the units for this project, from settings and environment."""
+        if not options["systemd_unit"]:
+            raise CommandError("--socket and --unit-name go with --systemd-unit.", returncode=2)
+        names = ("SETTINGS_MODULE", "BASE_DIR", "MEDIA_ROOT", "DATABASES")
+        values = {name: getattr(settings, name, None) for name in names}
+        script = os.path.abspath(sys.argv[0]) if sys.argv else ""
+        manage_py = script if os.path.basename(script) == "manage.py" else None
+        python_paths = (os.path.realpath(sys.executable), sys.prefix, sys.base_prefix)
+        try:
+            facts = units.gather_facts(
+                config,
+                values,
+                os.environ,
+                python=sys.executable,
+                python_paths=python_paths,
+                manage_py=manage_py,
+                cwd=os.getcwd(),
+                name=options["unit_name"],
+                with_socket=options["socket"],
+            )
+            text = units.render_units(facts)
+        except ValueError as exc:
+            raise CommandError(str(exc), returncode=2) from exc
+        for warning in units.unit_warnings(facts):
+            self.stderr.write(f"Warning: {warning}", style_func=self.style.WARNING)
+        self.stdout.write(text, ending="")
+
     def configure_logging(self, *, colour: bool) -> None:
         """Apply the default handlers unless the project's LOGGING configures our loggers."""
         if getattr(settings, "LOGGING_CONFIG", None) is None:
@@ -197,23 +255,86 @@ class Command(BaseCommand):
         """Check, load the application, listen, then serve until SIGTERM or CONTROL-C."""
         # An exception silenced in the reloader's parent is raised here, in the child.
         autoreload.raise_last_exception()
+        # What Django's setup imported; project code imported from here on (the URLconf and
+        # views, by the checks) is dropped in each new worker so that SIGHUP reloads it.
+        modules_after_setup = frozenset(sys.modules)
         if not options.get("skip_checks"):
             self.stdout.write("Performing system checks...\n\n")
             self.check(display_num_errors=True)
         self.check_migrations()
-        application = self.get_handler(**options)
-        connections.close_all()  # before serving (and, later, before fork())
+        # Built once, here, before fork: the workers inherit it.
+        self.static_table = self.get_static_table(config)
+        # Under --reload we run in the autoreloader's thread, where no signal handler can be
+        # installed: one worker serves in this process. Otherwise the master forks workers.
+        is_prefork = not config.reload
+        application = None
+        if config.preload or not is_prefork:
+            application = self.get_handler(**options)
+        connections.close_all()  # before serving, and before fork()
         listeners, inherited = self.open_listeners(config)
         try:
             self.on_bind(listeners, config)
+            if is_prefork:
+                self.run_prefork(config, listeners, application, inherited, modules_after_setup)
+                return
             # Imported only now: --print-config, checks and tests do not load the server.
             from django_wsgiserve.worker import serve
 
+            assert application is not None
             serve(
-                config, listeners, application, on_ready=functools.partial(self.on_ready, listeners)
+                config,
+                listeners,
+                application,
+                on_ready=functools.partial(self.on_ready, listeners),
+                static=self.static_table,
             )
         finally:
             sockets.close_listeners(listeners, unlink_unix=not inherited)
+
+    def run_prefork(
+        self,
+        config: ServerConfig,
+        listeners: list[socket.socket],
+        application: WSGIApplication | None,
+        inherited: bool,
+        modules_after_setup: frozenset[str],
+    ) -> None:
+        """Run the master (``django_wsgiserve.arbiter``) until it stops; boot failures exit
+        with the worker's exit code (4: the application could not be imported)."""
+        from django_wsgiserve.arbiter import Arbiter
+
+        def load_application() -> WSGIApplication:  # in each new worker
+            _forget_project_modules(modules_after_setup)
+            return self.get_handler()
+
+        arbiter = Arbiter(
+            config,
+            listeners,
+            load_application=load_application,
+            preloaded=application,
+            app_name=str(getattr(settings, "WSGI_APPLICATION", "") or ""),
+            title=f"[{settings.SETTINGS_MODULE}]",
+            unlink_unix=not inherited,
+            environ=os.environ,
+            static=self.static_table,
+            rebuild_static=functools.partial(self.get_static_table, config),
+        )
+        code = arbiter.run()
+        if code:
+            raise CommandError(arbiter.failure or f"The server failed ({code}).", returncode=code)
+
+    def get_static_table(self, config: ServerConfig) -> StaticTable | None:
+        """The static (and, with SERVE_MEDIA, media) files the workers answer themselves."""
+        if not (config.static or config.serve_media):
+            return None
+        from django_wsgiserve.static import build_static_table
+
+        return build_static_table(
+            settings,
+            serve_static=config.static,
+            serve_media=config.serve_media,
+            script_name=config.script_name,
+        )
 
     def get_handler(self, **options: Any) -> WSGIApplication:
         """The WSGI application (``settings.WSGI_APPLICATION``), like runserver's hook."""
@@ -247,20 +368,56 @@ class Command(BaseCommand):
             f"Django version {django.get_version()}, using settings {settings.SETTINGS_MODULE!r}",
             f"django-wsgiserve {__version__} on Python {python} (pid {os.getpid()})",
             *(f"Listening at {sockets.listener_url(sock)}" for sock in listeners),
-            # One in-process worker until the prefork master honours WORKERS.
-            f"Workers: 1 \N{MULTIPLICATION SIGN} {config.threads} threads",
+            # With --reload one worker serves in this process.
+            f"Workers: {1 if config.reload else config.workers or os.cpu_count() or 1} "
+            f"\N{MULTIPLICATION SIGN} {config.threads} threads",
             f"Static files: {self.describe_static(config)}",
             "Quit the server with CONTROL-C.",
         ]
         self.stdout.write("\n".join(lines))
 
     def describe_static(self, config: ServerConfig) -> str:
-        """The banner's static files line: off, or the directory served."""
+        """The banner's static files line: off, or what is served."""
         if not config.static:
-            return "off"
-        return str(getattr(settings, "STATIC_ROOT", None) or "on, but STATIC_ROOT is not set")
+            return "off" + (self.describe_media(config) if config.serve_media else "")
+        table = getattr(self, "static_table", None)
+        static_root = getattr(settings, "STATIC_ROOT", None)
+        if table is not None and len(table):
+            text = f"{static_root} ({len(table)} URLs)"
+        elif table is not None:  # autorefresh (DEBUG): looked up on disk and in the finders
+            text = f"{static_root or 'STATIC_ROOT not set'}, and the finders (autorefresh)"
+        elif static_root:
+            text = f"{static_root} (empty: run collectstatic)"
+        else:
+            text = "on, but STATIC_ROOT is not set"
+        return text + (self.describe_media(config) if config.serve_media else "")
+
+    def describe_media(self, config: ServerConfig) -> str:
+        """The banner's media part, with SERVE_MEDIA."""
+        media_root = getattr(settings, "MEDIA_ROOT", None)
+        if not media_root:
+            return "; media: MEDIA_ROOT is not set"
+        return f"; media: {media_root} at {settings.MEDIA_URL}"
 
     def on_ready(self, listeners: list[socket.socket]) -> None:
         """Called by the worker once it accepts connections: tell systemd (Type=notify)."""
         urls = ", ".join(sockets.listener_url(sock) for sock in listeners)
         systemd.notify(f"READY=1\nSTATUS=Listening at {urls}", os.environ)
+
+
+def _forget_project_modules(keep: frozenset[str]) -> None:
+    """Drop from ``sys.modules`` the project's own modules imported after Django's setup (in a
+    freshly forked worker), so that importing the application reads their current code.
+
+    Library code (the standard library, site-packages, Django, django_wsgiserve) stays: only
+    modules whose file lives outside ``sys.prefix``/``sys.base_prefix`` and site-packages go.
+    """
+    library_dirs = {sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages()}
+    library_prefixes = tuple(os.path.join(os.path.realpath(path), "") for path in library_dirs)
+    for name, module in list(sys.modules.items()):
+        if name in keep or name.partition(".")[0] in ("django", "django_wsgiserve"):
+            continue
+        path = getattr(module, "__file__", None)
+        if path and not os.path.realpath(path).startswith(library_prefixes):
+            del sys.modules[name]
+    clear_url_caches()

@@ -1,0 +1,585 @@
+"""The master process: forks workers, supervises them, reloads, resizes and drains.
+
+Design note.
+
+* **Ownership.** The management command resolves the configuration, runs the system checks,
+  imports the application only with PRELOAD, closes every database connection and binds (or
+  inherits from systemd) the listening sockets, once. ``Arbiter.run()`` then forks the workers,
+  which inherit the sockets and all accept on them; the master never serves a request. After
+  ``fork()`` the child goes straight to ``worker.run_child()``, which ends with ``os._exit``.
+* **Signals.** Handlers only put the signal number on a ``SimpleQueue`` and write a byte to a
+  wake-up pipe; the loop dispatches to ``_handle_<name>()``. Signals are blocked around
+  ``fork()`` so that a child never runs the master's handlers.
+  HUP: reload (start WORKERS new workers; once all serve, SIGTERM the old ones, which drain).
+  TERM, INT: graceful drain (the master closes its listener copies, workers stop accepting and
+  finish in-flight requests within GRACEFUL_TIMEOUT; exit status 0). A second INT, or QUIT:
+  stop at once (SIGQUIT to the workers, SIGKILL two seconds later). TTIN/TTOU: one worker more
+  or less (never below one). USR1: reopen log files here and in every worker. CHLD: reap.
+* **Heartbeat.** Each worker writes a byte to its own pipe at every loop tick (once a second,
+  see ``worker.py``); any byte refreshes ``last_seen``. A worker that is not yet ready gets
+  ``_BOOT_TIMEOUT_S``; a ready one HEARTBEAT_TIMEOUT. Past it the master logs at CRITICAL and
+  sends SIGABRT (the worker's ``faulthandler`` prints every thread's traceback to stderr), then
+  SIGKILL ``_ABORT_GRACE_S`` later. A stopping worker is not judged by heartbeat (it may be
+  waiting for its threads) but is SIGKILLed ``_KILL_GRACE_S`` after GRACEFUL_TIMEOUT.
+* **Replacement, one rule for all.** A worker is *active* while booting or ready. Whenever fewer
+  than ``target`` workers are active a new one is forked at once (so a dead worker is replaced
+  in the loop iteration that reaps it: SIGCHLD wakes the loop). A worker that asks to retire
+  (MAX_REQUESTS, MAX_WORKER_MEMORY, a stuck request), every worker on HUP, and the oldest on
+  TTOU become *retiring*: still serving, no longer active. Retiring workers get SIGTERM only
+  once ``target`` active workers are ready, so capacity never drops to zero.
+* **Boot failures halt.** A worker exiting with ``WorkerExitCode.APP_LOAD_FAILED`` or
+  ``BOOT_FAILED`` stops the server (no respawn loop); ``run()`` returns that code and
+  ``failure`` says what happened.
+* **Reload semantics.** Workers are forked from this process, so they see the settings, the
+  ServerConfig and the modules the master imported. With PRELOAD off the command's application
+  loader drops the project's own modules imported after Django's setup (URLconf, views, the WSGI
+  module...) so that a HUP picks up new code for them; settings, models and installed apps
+  (imported by ``django.setup()``) and this configuration need a restart. docs/signals.md.
+* **systemd** (only the master notifies): READY=1 once ``target`` workers are ready, STATUS=
+  when the count changes, RELOADING=1 + MONOTONIC_USEC on HUP then READY=1 when the new
+  workers serve, STOPPING=1 on TERM/INT/QUIT, WATCHDOG=1 every WATCHDOG_USEC/2, and
+  EXTEND_TIMEOUT_USEC every few seconds while a drain runs.
+
+Threads: the master is single-threaded (forking a threaded process is unsafe). Must not import
+Django.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import functools
+import grp
+import logging
+import math
+import os
+import pwd
+import queue
+import selectors
+import signal
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from . import sockets, systemd, worker
+from .errors import WorkerExitCode
+
+if TYPE_CHECKING:
+    import socket
+    from collections.abc import Callable, MutableMapping, Sequence
+
+    from .config import ServerConfig
+    from .connection import StaticResponder
+    from .wsgi import WSGIApplication
+
+__all__ = ["Arbiter", "ArbiterState", "WorkerState", "describe_exit"]
+
+logger = logging.getLogger(__name__)
+
+_LOOP_TIMEOUT_S = 0.5
+_BOOT_TIMEOUT_S = 60.0  # importing a large project, with PRELOAD off, can take a while
+_ABORT_GRACE_S = 2.0  # SIGABRT -> SIGKILL
+_KILL_GRACE_S = 2.0  # past GRACEFUL_TIMEOUT -> SIGKILL
+_EXTEND_EVERY_S = 5.0
+_HANDLED_SIGNALS = (
+    signal.SIGHUP,
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+    signal.SIGUSR1,
+    signal.SIGCHLD,
+)
+_HALTING_CODES = frozenset({WorkerExitCode.BOOT_FAILED, WorkerExitCode.APP_LOAD_FAILED})
+
+
+class ArbiterState(enum.Enum):
+    RUNNING = "running"
+    DRAINING = "draining"  # TERM/INT or a boot failure: workers finish, nothing is respawned
+    STOPPED = "stopped"
+
+
+class WorkerState(enum.Enum):
+    BOOTING = "booting"
+    READY = "ready"
+    RETIRING = "retiring"  # still serving; SIGTERM once its replacement is ready
+    STOPPING = "stopping"  # SIGTERM (or SIGQUIT) sent
+    ABORTING = "aborting"  # silent: SIGABRT sent
+
+
+@dataclass(slots=True)
+class _Worker:
+    pid: int
+    number: int
+    channel_fd: int
+    state: WorkerState
+    last_seen: float
+    kill_at: float = math.inf
+    was_killed: bool = False  # by us, with SIGKILL
+
+
+class Arbiter:
+    """The master process; see the module notes. ``run()`` returns the exit status."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        listeners: Sequence[socket.socket],
+        *,
+        load_application: Callable[[], WSGIApplication],
+        preloaded: WSGIApplication | None = None,
+        app_name: str = "",
+        title: str = "",
+        unlink_unix: bool = True,
+        environ: MutableMapping[str, str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        static: StaticResponder | None = None,
+        rebuild_static: Callable[[], StaticResponder | None] | None = None,
+    ) -> None:
+        self.config = config
+        # The static table (static.build_static_table) workers inherit; rebuilt on SIGHUP,
+        # after a deploy's collectstatic, by ``rebuild_static``.
+        self._static = static
+        self._rebuild_static = rebuild_static
+        self.state = ArbiterState.RUNNING
+        self.target = config.workers or os.cpu_count() or 1
+        self.failure = ""
+        self.exit_code = 0
+        self.now = clock()
+        self._listeners = list(listeners)
+        self._load_application = load_application
+        self._preloaded = preloaded
+        self._app_name = app_name
+        self._title = title
+        self._unlink_unix = unlink_unix
+        self._environ = os.environ if environ is None else environ
+        self._clock = clock
+        self._workers: dict[int, _Worker] = {}
+        self._next_number = 1
+        self._signals: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._selector = selectors.DefaultSelector()
+        self._wakeup_read, self._wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._selector.register(self._wakeup_read, selectors.EVENT_READ, self._on_wakeup)
+        self._is_ready_notified = False
+        self._is_reloading = False
+        self._status = ""
+        self._drain_deadline = math.inf
+        self._next_extend = math.inf
+        self._watchdog_interval = _watchdog_interval(self._environ)
+        self._next_watchdog = self.now
+
+    # -- running ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Supervise workers until stopped (main thread); return the exit status."""
+        if self.config.umask is not None:
+            os.umask(self.config.umask)
+        self._write_pidfile()
+        _drop_privileges(self.config.user, self.config.group)
+        worker.set_process_title(f"django-wsgiserve: master {self._title}".rstrip())
+        previous = {signum: signal.signal(signum, self._on_signal) for signum in _HANDLED_SIGNALS}
+        logger.info("Master (pid %d) starting %d worker(s)", os.getpid(), self.target)
+        try:
+            while self.state is not ArbiterState.STOPPED:
+                self._run_once()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            self._kill_all()
+            self._close()
+        logger.info("Master (pid %d) stopped", os.getpid())
+        return self.exit_code
+
+    def _run_once(self) -> None:
+        timeout = _LOOP_TIMEOUT_S
+        if self._watchdog_interval:
+            timeout = max(0.0, min(timeout, self._next_watchdog - self.now))
+        for key, _mask in self._selector.select(timeout):
+            key.data()
+        self.now = self._clock()
+        while not self._signals.empty():
+            self._dispatch_signal(self._signals.get())
+        self._reap()
+        self._check_deadlines()
+        if self.state is ArbiterState.RUNNING:
+            self._manage_workers()
+        elif not self._workers:
+            self.state = ArbiterState.STOPPED
+        self._notify_progress()
+
+    def _dispatch_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name[3:].lower()
+        handler: Callable[[], None] | None = getattr(self, f"_handle_{name}", None)
+        if handler is not None:
+            handler()
+
+    # -- signal handlers (record only) and their dispatch targets ---------------------------
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self._signals.put(signum)
+        with contextlib.suppress(OSError):
+            os.write(self._wakeup_write, b"\0")
+
+    def _on_wakeup(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._wakeup_read, 4096)
+
+    def _handle_hup(self) -> None:
+        if self.state is not ArbiterState.RUNNING:
+            return
+        logger.info("Reloading (SIGHUP): starting %d new worker(s)", self.target)
+        systemd.notify(f"RELOADING=1\nMONOTONIC_USEC={systemd.monotonic_usec()}", self._environ)
+        self._is_reloading = True
+        if self._rebuild_static is not None:
+            try:
+                self._static = self._rebuild_static()
+            except Exception:  # keep serving the old table
+                logger.exception("Could not rebuild the static files table; keeping the old one")
+        for process in self._workers.values():
+            if process.state in (WorkerState.BOOTING, WorkerState.READY):
+                process.state = WorkerState.RETIRING
+
+    def _handle_term(self) -> None:
+        self._begin_drain("SIGTERM")
+
+    def _handle_int(self) -> None:
+        if self.state is ArbiterState.DRAINING:
+            self._stop_now("second SIGINT")
+        else:
+            self._begin_drain("SIGINT")
+
+    def _handle_quit(self) -> None:
+        self._stop_now("SIGQUIT")
+
+    def _handle_ttin(self) -> None:
+        self.target += 1
+        logger.info("SIGTTIN: %d worker(s) wanted", self.target)
+
+    def _handle_ttou(self) -> None:
+        self.target = max(1, self.target - 1)
+        logger.info("SIGTTOU: %d worker(s) wanted", self.target)
+
+    def _handle_usr1(self) -> None:
+        worker.reopen_log_files()
+        for process in list(self._workers.values()):
+            self._kill(process, signal.SIGUSR1)
+
+    def _handle_chld(self) -> None:
+        """Reaping happens in every loop iteration; the signal only woke the loop."""
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def _manage_workers(self) -> None:
+        """Fork what is missing, retire what is surplus, stop what has been replaced."""
+        active = [p for p in self._workers.values() if p.state in _ACTIVE]
+        for _ in range(self.target - len(active)):
+            self._spawn()
+        if len(active) > self.target:
+            surplus = sorted(active, key=lambda p: p.number)[: len(active) - self.target]
+            for process in surplus:
+                process.state = WorkerState.RETIRING
+        ready = sum(p.state is WorkerState.READY for p in self._workers.values())
+        if ready >= self.target:
+            for process in list(self._workers.values()):
+                if process.state is WorkerState.RETIRING:
+                    self._stop(process, signal.SIGTERM, self.config.graceful_timeout)
+
+    def _spawn(self) -> None:
+        number, self._next_number = self._next_number, self._next_number + 1
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED_SIGNALS)
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            os.close(read_fd)
+            os.close(write_fd)
+            logger.error("Could not fork worker %d: %s", number, exc)
+            return
+        if pid == 0:  # the child: never returns from run_child
+            worker.run_child(
+                self.config,
+                self._listeners,
+                load_application=self._load_application,
+                preloaded=self._preloaded,
+                number=number,
+                channel_fd=write_fd,
+                close_fds=[read_fd, *self._own_fds()],
+                signal_mask=mask,
+                title=self._title,
+                static=self._static,
+            )
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        os.close(write_fd)
+        os.set_blocking(read_fd, False)
+        self._workers[pid] = _Worker(pid, number, read_fd, WorkerState.BOOTING, self.now)
+        self._selector.register(
+            read_fd, selectors.EVENT_READ, functools.partial(self._on_message, pid)
+        )
+        logger.info("Worker %d (pid %d) started", number, pid)
+
+    def _own_fds(self) -> list[int]:
+        """The master's descriptors a child must close."""
+        fds = [self._selector.fileno(), self._wakeup_read, self._wakeup_write]
+        return fds + [p.channel_fd for p in self._workers.values() if p.channel_fd >= 0]
+
+    def _on_message(self, pid: int) -> None:
+        process = self._workers.get(pid)
+        if process is None:
+            return
+        try:
+            data = os.read(process.channel_fd, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:  # the worker is exiting; reaping will follow
+            self._close_channel(process)
+            return
+        process.last_seen = self._clock()
+        if worker.MESSAGE_READY in data and process.state is WorkerState.BOOTING:
+            process.state = WorkerState.READY
+            logger.info("Worker %d (pid %d) ready", process.number, pid)
+        if worker.MESSAGE_RETIRE in data and process.state in _ACTIVE:
+            process.state = WorkerState.RETIRING
+            logger.info(
+                "Worker %d (pid %d) retiring: starting its replacement", process.number, pid
+            )
+
+    def _close_channel(self, process: _Worker) -> None:
+        if process.channel_fd >= 0:
+            self._selector.unregister(process.channel_fd)
+            os.close(process.channel_fd)
+            process.channel_fd = -1
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            process = self._workers.pop(pid, None)
+            if process is None:
+                continue
+            self._close_channel(process)
+            code = os.waitstatus_to_exitcode(status)
+            _log_exit(process, code)
+            if code in _HALTING_CODES and not self.exit_code:
+                self._halt(process, code)
+
+    def _halt(self, process: _Worker, code: int) -> None:
+        what = "load the application" if code == WorkerExitCode.APP_LOAD_FAILED else "boot"
+        app = f" {self._app_name!r}" if self._app_name else ""
+        self.failure = (
+            f"Worker {process.number} (pid {process.pid}) could not {what}{app} "
+            f"(exit code {code}; its traceback is above). Stopping instead of respawning."
+        )
+        logger.error("%s", self.failure)
+        self.exit_code = code
+        self._begin_drain("a worker failed to boot")
+
+    def _check_deadlines(self) -> None:
+        now = self.now
+        for process in list(self._workers.values()):
+            if now >= process.kill_at:
+                logger.warning(
+                    "Worker %d (pid %d) is still running: killing it (SIGKILL)",
+                    process.number,
+                    process.pid,
+                )
+                process.kill_at = math.inf
+                process.was_killed = True
+                self._kill(process, signal.SIGKILL)
+            elif process.state in _JUDGED_BY_HEARTBEAT:
+                limit = (
+                    _BOOT_TIMEOUT_S
+                    if process.state is WorkerState.BOOTING
+                    else self.config.heartbeat_timeout
+                )
+                if now - process.last_seen > limit:
+                    self._abort(process, now - process.last_seen)
+
+    def _abort(self, process: _Worker, silence: float) -> None:
+        logger.critical(
+            "Worker %d (pid %d) sent no heartbeat for %.1f s: aborting it (SIGABRT; the "
+            "tracebacks of its threads follow on stderr) and starting another",
+            process.number,
+            process.pid,
+            silence,
+            extra={"worker_pid": process.pid},
+        )
+        process.state = WorkerState.ABORTING
+        process.kill_at = self.now + _ABORT_GRACE_S
+        self._kill(process, signal.SIGABRT)
+
+    def _stop(self, process: _Worker, signum: int, grace: float) -> None:
+        if process.state in (WorkerState.STOPPING, WorkerState.ABORTING):
+            process.kill_at = min(process.kill_at, self.now + grace + _KILL_GRACE_S)
+            if signum == signal.SIGQUIT:
+                self._kill(process, signum)
+            return
+        process.state = WorkerState.STOPPING
+        process.kill_at = self.now + grace + _KILL_GRACE_S
+        self._kill(process, signum)
+
+    def _kill(self, process: _Worker, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signum)
+
+    # -- stopping --------------------------------------------------------------------------
+
+    def _begin_drain(self, reason: str) -> None:
+        if self.state is not ArbiterState.RUNNING:
+            return
+        logger.info(
+            "Shutting down (%s): %d worker(s) finishing their requests", reason, len(self._workers)
+        )
+        self.state = ArbiterState.DRAINING
+        systemd.notify("STOPPING=1", self._environ)
+        # Our copies of the listeners go now: once the workers close theirs, connections are
+        # refused instead of waiting in a backlog nobody accepts from.
+        sockets.close_listeners(self._listeners, unlink_unix=self._unlink_unix)
+        self._drain_deadline = self.now + self.config.graceful_timeout
+        self._next_extend = self.now
+        for process in list(self._workers.values()):
+            self._stop(process, signal.SIGTERM, self.config.graceful_timeout)
+
+    def _stop_now(self, reason: str) -> None:
+        self._begin_drain(reason)
+        logger.info("Stopping at once (%s)", reason)
+        for process in list(self._workers.values()):
+            self._stop(process, signal.SIGQUIT, 0.0)
+
+    def _kill_all(self) -> None:
+        """Leave no worker behind, whatever happened (SIGKILL, then reap)."""
+        for process in list(self._workers.values()):
+            self._kill(process, signal.SIGKILL)
+        for pid in list(self._workers):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+            self._close_channel(self._workers.pop(pid))
+
+    def _close(self) -> None:
+        sockets.close_listeners(self._listeners, unlink_unix=self._unlink_unix)
+        self._selector.close()
+        os.close(self._wakeup_read)
+        os.close(self._wakeup_write)
+        self._remove_pidfile()
+
+    # -- systemd and status ----------------------------------------------------------------
+
+    def _notify_progress(self) -> None:
+        ready = sum(p.state is WorkerState.READY for p in self._workers.values())
+        if self.state is ArbiterState.RUNNING:
+            status = f"{ready} of {self.target} worker(s) ready; listening at {self._urls()}"
+            if ready >= self.target and not self._is_ready_notified:
+                self._is_ready_notified = True
+                logger.info("%d worker(s) ready", ready)
+                systemd.notify(f"READY=1\nSTATUS={status}", self._environ)
+            elif ready >= self.target and self._is_reloading:
+                self._is_reloading = False
+                logger.info("Reloaded: %d new worker(s) ready", ready)
+                systemd.notify(f"READY=1\nSTATUS={status}", self._environ)
+            elif status != self._status:
+                systemd.notify(f"STATUS={status}", self._environ)
+            self._status = status
+        elif self.now >= self._next_extend:
+            remaining = max(0.0, self._drain_deadline - self.now) + _KILL_GRACE_S + _EXTEND_EVERY_S
+            systemd.notify(f"EXTEND_TIMEOUT_USEC={int(remaining * 1e6)}", self._environ)
+            self._next_extend = self.now + _EXTEND_EVERY_S
+        if self._watchdog_interval and self.now >= self._next_watchdog:
+            systemd.notify("WATCHDOG=1", self._environ)
+            self._next_watchdog = self.now + self._watchdog_interval
+
+    def _urls(self) -> str:
+        urls = []
+        for sock in self._listeners:
+            with contextlib.suppress(OSError):
+                urls.append(sockets.listener_url(sock))
+        return ", ".join(urls)
+
+    def _write_pidfile(self) -> None:
+        path = self.config.pidfile
+        if not path:
+            return
+        temporary = f"{path}.{os.getpid()}.tmp"
+        with open(temporary, "w", encoding="ascii") as pidfile:
+            pidfile.write(f"{os.getpid()}\n")
+        os.replace(temporary, path)  # atomic: a reader never sees a half-written file
+
+    def _remove_pidfile(self) -> None:
+        path = self.config.pidfile
+        if not path:
+            return
+        try:
+            with open(path, encoding="ascii") as pidfile:
+                if pidfile.read().strip() == str(os.getpid()):
+                    os.unlink(path)
+        except OSError as exc:
+            logger.warning("Could not remove PIDFILE %s: %s", path, exc)
+
+
+_ACTIVE = (WorkerState.BOOTING, WorkerState.READY)
+_JUDGED_BY_HEARTBEAT = (WorkerState.BOOTING, WorkerState.READY, WorkerState.RETIRING)
+
+
+def describe_exit(code: int, *, was_killed: bool = False) -> str:
+    """``os.waitstatus_to_exitcode`` result in words, for the log."""
+    if code >= 0:
+        return f"exited with code {code}"
+    name = signal.Signals(-code).name
+    if -code == signal.SIGKILL and not was_killed:
+        return f"was killed by {name}: probably out of memory (or kill -9)"
+    return f"was killed by {name}"
+
+
+def _log_exit(process: _Worker, code: int) -> None:
+    words = describe_exit(code, was_killed=process.was_killed)
+    # A worker stopped before it installed its handlers dies of the signal itself.
+    expected = process.state is WorkerState.STOPPING and code in (0, -signal.SIGTERM)
+    level = logging.INFO if expected else logging.ERROR
+    logger.log(
+        level,
+        "Worker %d (pid %d) %s",
+        process.number,
+        process.pid,
+        words,
+        extra={"worker_pid": process.pid},
+    )
+
+
+def _watchdog_interval(environ: MutableMapping[str, str]) -> float:
+    """Half of WATCHDOG_USEC in seconds when the watchdog is meant for us, else 0."""
+    watchdog_pid = environ.get("WATCHDOG_PID", "")
+    if watchdog_pid and watchdog_pid != str(os.getpid()):
+        return 0.0
+    try:
+        usec = int(environ.get("WATCHDOG_USEC", ""))
+    except ValueError:
+        return 0.0
+    return usec / 2 / 1e6 if usec > 0 else 0.0
+
+
+def _drop_privileges(user: str, group: str) -> None:
+    """Switch to USER/GROUP (after binding); only root can, so otherwise warn and stay."""
+    if not user and not group:
+        return
+    if os.geteuid() != 0:
+        logger.warning("USER/GROUP ignored: the server is not running as root")
+        return
+    entry = (pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)) if user else None
+    if group:
+        gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+    else:
+        gid = entry.pw_gid if entry is not None else os.getegid()
+    if entry is not None:
+        os.initgroups(entry.pw_name, gid)
+    else:
+        os.setgroups([gid])
+    os.setgid(gid)
+    if entry is not None:
+        os.setuid(entry.pw_uid)
+    logger.info("Running as uid %d, gid %d", os.getuid(), os.getgid())

@@ -29,7 +29,8 @@ Design note.
   once ``target`` active workers are ready, so capacity never drops to zero.
 * **Boot failures halt.** A worker exiting with ``WorkerExitCode.APP_LOAD_FAILED`` or
   ``BOOT_FAILED`` stops the server (no respawn loop); ``run()`` returns that code and
-  ``failure`` says what happened.
+  ``failure`` says what happened. Except during a reload: then the workers that were serving
+  the previous code go back to work and the new ones are stopped (``_undo_reload``).
 * **Reload semantics.** Workers are forked from this process, so they see the settings, the
   ServerConfig and the modules the master imported. With PRELOAD off the command's application
   loader drops the project's own modules imported after Django's setup (URLconf, views, the WSGI
@@ -367,8 +368,37 @@ class Arbiter:
             self._close_channel(process)
             code = os.waitstatus_to_exitcode(status)
             _log_exit(process, code)
-            if code in _HALTING_CODES and not self.exit_code:
+            if code in _HALTING_CODES and not self.exit_code and not self._undo_reload(process):
                 self._halt(process, code)
+
+    def _undo_reload(self, process: _Worker) -> bool:
+        """A new worker could not boot during a reload: keep the workers that were serving.
+
+        A bad deploy followed by a reload must not take the site down: the retiring workers
+        go back to work, the other new ones are stopped, and the operator gets an ERROR line
+        and a systemd STATUS. Returns False when there is nothing to fall back on.
+        """
+        previous = [p for p in self._workers.values() if p.state is WorkerState.RETIRING]
+        if not self._is_reloading or not previous:
+            return False
+        logger.error(
+            "Reload failed: worker %d (pid %d) could not start the new code (its traceback is "
+            "above). Keeping the %d worker(s) that were serving.",
+            process.number,
+            process.pid,
+            len(previous),
+        )
+        for other in list(self._workers.values()):
+            if other.state is WorkerState.BOOTING:
+                self._stop(other, signal.SIGTERM, self.config.graceful_timeout)
+        for other in previous:
+            other.state = WorkerState.READY
+        self.target = len(previous)
+        self._is_reloading = False
+        status = f"Reload failed, still serving the previous code with {self.target} worker(s)"
+        systemd.notify(f"READY=1\nSTATUS={status}", self._environ)
+        self._status = status
+        return True
 
     def _halt(self, process: _Worker, code: int) -> None:
         what = "load the application" if code == WorkerExitCode.APP_LOAD_FAILED else "boot"

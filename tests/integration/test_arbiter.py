@@ -279,3 +279,27 @@ def test_import_error_in_the_wsgi_module_stops_the_server(tmp_path):
     assert "No module named 'tests.apps.no_such_module_for_wsgiserve_tests'" in log
     assert log.count(") started") <= 2  # no respawn loop
     assert ready_messages == 0
+
+
+def test_reload_with_broken_new_code_keeps_serving_the_old(start, tmp_path):
+    server = start(
+        "--workers",
+        "2",
+        settings="tests.settings_reloadable",
+        env={"WSGISERVE_TEST_FILES_DIR": str(tmp_path)},
+    )
+    first = workers_of(server)
+    (tmp_path / "break-reload").write_text("deploy went wrong")
+    with Load(server) as load:
+        load.wait_for_requests(20)
+        server.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: "Reload failed" in server.log()), server.log()[-3000:]
+        assert wait_until(lambda: count_messages(server, "Reload failed") == 1)
+        load.wait_for_requests(50)
+        assert first <= workers_of(server)  # the old workers are still the ones serving
+        (tmp_path / "break-reload").unlink()
+        server.send_signal(signal.SIGHUP)  # the fixed deploy reloads normally
+        assert wait_until(lambda: count_messages(server, "READY=1") == 3)
+        assert wait_until(lambda: not (first & workers_of(server)))
+        load.wait_for_requests(50)
+    assert load.failures == []

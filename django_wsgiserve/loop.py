@@ -63,10 +63,11 @@ __all__ = ["Limits", "Loop", "LoopState"]
 logger = logging.getLogger(__name__)
 
 _ACCEPTS_PER_EVENT = 64
-# Workers of one master share the listening sockets and all wake for each new connection
-# (selectors cannot ask for EPOLLEXCLUSIVE). Taking 64 at a time, the first one awake took a
-# whole burst (wrk's 32 connections all went to one of two workers, benchmarks/scaling.py);
-# one at a time, the others get their turn.
+# Workers of one master share the listening sockets and all wake for each new connection.
+# Taking 64 at a time, the first one awake took a whole burst (wrk's 32 connections all went
+# to one of two workers, benchmarks/scaling.py); one at a time, the others get their turn.
+# EPOLLEXCLUSIVE (through a nested epoll, as selectors cannot ask for it) was measured and is
+# worse: the kernel keeps waking the same worker, which got all 32 connections in 2 of 3 runs.
 _ACCEPTS_PER_EVENT_SHARED = 1
 _TICK_S = 1.0
 _OVERLOAD_LOG_INTERVAL_S = 10.0

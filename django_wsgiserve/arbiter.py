@@ -597,14 +597,20 @@ def _drop_privileges(user: str, group: str) -> None:
     """Switch to USER/GROUP (after binding); only root can, so otherwise warn and stay."""
     if not user and not group:
         return
-    if os.geteuid() != 0:
-        logger.warning("USER/GROUP ignored: the server is not running as root")
-        return
     entry = (pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)) if user else None
     if group:
         gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
     else:
         gid = entry.pw_gid if entry is not None else os.getegid()
+    if (entry is None or entry.pw_uid == os.geteuid()) and gid == os.getegid():
+        return  # already that user and group, e.g. systemd's User=/Group= did it
+    if os.geteuid() != 0:
+        logger.warning(
+            "USER/GROUP ignored: switching to them needs root (running as uid %d, gid %d)",
+            os.geteuid(),
+            os.getegid(),
+        )
+        return
     if entry is not None:
         os.initgroups(entry.pw_name, gid)
     else:

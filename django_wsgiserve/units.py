@@ -48,12 +48,15 @@ __all__ = [
     "DEFAULT_WATCHDOG_S",
     "UNIT_DIRECTORY",
     "UnitFacts",
+    "check_unit_name",
+    "command_line_arguments",
     "gather_facts",
     "render_service",
     "render_socket",
     "render_units",
     "unit_name",
     "unit_warnings",
+    "writable_paths",
 ]
 
 UNIT_DIRECTORY = "/etc/systemd/system"

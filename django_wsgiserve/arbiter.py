@@ -368,7 +368,14 @@ class Arbiter:
             self._close_channel(process)
             code = os.waitstatus_to_exitcode(status)
             _log_exit(process, code)
-            if code in _HALTING_CODES and not self.exit_code and not self._undo_reload(process):
+            if (
+                code in _HALTING_CODES
+                and not self.exit_code
+                # One we had asked to stop (a new worker of a reload already undone) cannot
+                # halt the server.
+                and process.state is not WorkerState.STOPPING
+                and not self._undo_reload(process)
+            ):
                 self._halt(process, code)
 
     def _undo_reload(self, process: _Worker) -> bool:

@@ -27,6 +27,10 @@ Every ``os.sendfile`` of the worker goes through ``_sendfile``, which counts cal
 debugging). A segment may carry ``on_done``: the application's ``close()`` for a
 ``wsgi.file_wrapper`` body, run in a pool thread once the loop has sent the file (or dropped it).
 
+With PROXY_PROTOCOL on, the first bytes of a connection go to a ``ProxyHeaderParser`` before
+the HTTP parser sees anything: the header replaces ``peer``; a missing or malformed header, or
+one from a peer outside TRUSTED_PROXIES, closes the connection without an answer.
+
 ``lock`` guards the state change from DISPATCHED, the outbox and the parser while a pool thread
 may look at them; everything else is touched by the owner only. ``OSError``s are translated
 here, once: a vanished peer becomes ``ClientDisconnectedError`` in the pool thread and a quiet

@@ -145,17 +145,18 @@ class StaticTable:
         prefixes: list[str] = []
         self.roots: list[str] = []
         if static is not None:
-            static_prefix = getattr(static, "static_prefix", "/")
             if static.autorefresh:
                 self._finders.append((b"/", static))
-                prefixes += [static_prefix, *(prefix for _, prefix in static.directories)]
+                prefixes.append(getattr(static, "static_prefix", "/"))
+                prefixes += [prefix for _, prefix in static.directories]
             else:
                 for url, static_file in static.files.items():
                     # A file name that is not UTF-8 (surrogate escapes) cannot be requested.
                     key = url.encode("utf-8", "surrogateescape")
                     self._files[self._script_name + key] = static_file
-                prefixes += [url for url in static.files if not url.startswith(static_prefix)]
-                prefixes.append(static_prefix)
+                    # "/static/": every URL is under its first segment; "/robots.txt" alone.
+                    first, slash, _ = url[1:].partition("/")
+                    prefixes.append(f"/{first}{slash}")
             self.roots += [f"{root} at {prefix}" for root, prefix in static.directories]
         if media is not None:
             self._finders.append((media_prefix.encode("utf-8"), media))

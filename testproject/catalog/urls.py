@@ -20,5 +20,6 @@ urlpatterns = [
     path("stream/", views.stream, name="stream"),
     path("sleep/", views.sleep, name="sleep"),
     path("boom/", views.boom, name="boom"),
+    path("server-stats/", views.server_stats, name="server_stats"),
     path("echo/", views.echo, name="echo"),
 ]

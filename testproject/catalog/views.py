@@ -266,6 +266,15 @@ def sleep(request: HttpRequest) -> HttpResponse:
     return HttpResponse(f"slept {seconds:g}", content_type="text/plain; charset=utf-8")
 
 
+def server_stats(request: HttpRequest) -> JsonResponse:
+    """The serving worker's counters (django-wsgiserve's ``environ["wsgiserve.stats"]``), only
+    when TESTPROJECT_SERVER_STATS is "1": the test suite checks that files went by sendfile."""
+    stats = request.META.get("wsgiserve.stats")
+    if os.environ.get("TESTPROJECT_SERVER_STATS") != "1" or stats is None:
+        raise Http404("no server statistics")
+    return JsonResponse({"pid": os.getpid(), **stats.as_dict()})
+
+
 def boom(request: HttpRequest) -> HttpResponse:
     raise RuntimeError("boom")
 

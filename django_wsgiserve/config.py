@@ -256,6 +256,20 @@ class ServerConfig:
         "the client address it carries. Connections without one are closed.",
         group=_SOCKETS,
     )
+    certfile: str = option(
+        "",
+        doc="TLS certificate chain (PEM) for serving HTTPS directly, for small deployments "
+        "without a proxy; set KEYFILE too. Every listener then speaks TLS 1.2 or newer and "
+        "wsgi.url_scheme is https. Empty: plain HTTP.",
+        group=_SOCKETS,
+        metavar="PATH",
+    )
+    keyfile: str = option(
+        "",
+        doc="The private key (PEM) of CERTFILE; may be omitted when CERTFILE holds it.",
+        group=_SOCKETS,
+        metavar="PATH",
+    )
 
     # --- Processes ----------------------------------------------------------------------------
     # gunicorn defaults to 1 worker and recommends 2-4 per CPU for single-threaded workers; ours
@@ -513,6 +527,19 @@ class ServerConfig:
         self._check_combinations()
 
     def _check_combinations(self) -> None:
+        if self.proxy_protocol and self.certfile:
+            raise ConflictingOptionsError(
+                "cannot be combined with CERTFILE: terminate TLS at the proxy that sends the "
+                "PROXY header",
+                option="PROXY_PROTOCOL",
+                source=self.source_of("proxy_protocol"),
+            )
+        if self.keyfile and not self.certfile:
+            raise ConflictingOptionsError(
+                "needs CERTFILE: set the certificate as well, or remove KEYFILE",
+                option="KEYFILE",
+                source=self.source_of("keyfile"),
+            )
         if self.max_requests_jitter and not self.max_requests:
             raise ConflictingOptionsError(
                 "has no effect without MAX_REQUESTS: set MAX_REQUESTS too, or remove it",

@@ -47,6 +47,7 @@ import io
 import logging
 import os
 import socket
+import ssl
 import tempfile
 import threading
 import time
@@ -73,6 +74,11 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+# A non-blocking send or recv that cannot go on now; TLS says so with its own exceptions.
+_WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+# pread() size for files over TLS, where os.sendfile cannot be used (it cannot encrypt).
+_TLS_FILE_CHUNK = 256 << 10
 
 RECV_BYTES = 65536
 # A pool thread waits once this much response data is queued in memory (waitress's
@@ -189,6 +195,7 @@ class Connection:
         "_body_file",
         "_body_size",
         "_has_error",
+        "_is_handshaking",
         "_loop",
         "_outbox",
         "_outbox_bytes",
@@ -200,6 +207,7 @@ class Connection:
         "deadline",
         "fd",
         "is_reading_enabled",
+        "is_tls",
         "is_writing_enabled",
         "last_progress",
         "lock",
@@ -241,6 +249,8 @@ class Connection:
         self.is_writing_enabled = False
         self.peer_closed = False
         self.can_sendfile = True
+        self.is_tls = isinstance(sock, ssl.SSLSocket)
+        self._is_handshaking = self.is_tls
         # PROXY_PROTOCOL: the header comes before HTTP and replaces ``peer``.
         self._proxy_header = ProxyHeaderParser() if loop.proxy_protocol else None
         self.requests_served = 0
@@ -257,9 +267,14 @@ class Connection:
 
     def on_readable(self) -> None:
         """The socket has data or EOF (loop thread)."""
+        if self._is_handshaking:
+            self._handshake()
+            return
         try:
             data = self.sock.recv(RECV_BYTES)
-        except (BlockingIOError, InterruptedError):
+            if self.is_tls and data:
+                data += self._read_pending_tls()
+        except _WOULD_BLOCK:
             return
         except OSError as exc:
             logger.debug("Read from %s failed: %s", self.peer[0], exc)
@@ -285,6 +300,35 @@ class Connection:
             self.peer_closed = True
             self._parser.feed_eof()
         self.process()
+
+    def _read_pending_tls(self) -> bytes:
+        """Bytes TLS has decrypted already: epoll cannot tell about them (loop thread)."""
+        sock = self.sock
+        assert isinstance(sock, ssl.SSLSocket)
+        chunks = []
+        while sock.pending():
+            chunks.append(sock.recv(RECV_BYTES))
+        return b"".join(chunks)
+
+    def _handshake(self) -> None:
+        """Advance the TLS handshake, non-blocking (loop thread). HEADER_TIMEOUT covers it."""
+        sock = self.sock
+        assert isinstance(sock, ssl.SSLSocket)
+        try:
+            sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._loop.set_interest(self, read=True, write=False)
+            return
+        except ssl.SSLWantWriteError:
+            self._loop.set_interest(self, read=False, write=True)
+            return
+        except OSError as exc:  # ssl.SSLError included: a bad client is not our error
+            logger.debug("TLS handshake with %s failed: %s", self.peer[0] or "unix socket", exc)
+            self.close()
+            return
+        self._is_handshaking = False
+        self._loop.set_interest(self, read=True, write=False)
+        self.on_readable()  # the request may have come with the handshake's last flight
 
     def _read_proxy_header(self, data: bytes) -> bytes:
         """Consume the PROXY protocol header; return the bytes after it (loop thread)."""
@@ -410,6 +454,9 @@ class Connection:
         body, body_size = self._take_body()
         self.state = ConnectionState.DISPATCHED
         self.deadline = None
+        if self.is_tls and self.is_reading_enabled:
+            # A pool thread writes to the SSL object now: the loop must not read from it.
+            self._loop.set_interest(self, read=False, write=self.is_writing_enabled)
         self._loop.dispatch(self, request, body, body_size)
         return False
 
@@ -551,6 +598,9 @@ class Connection:
 
     def on_writable(self) -> None:
         """Flush the outbox (loop thread)."""
+        if self._is_handshaking:
+            self._handshake()
+            return
         with self.lock:
             self._flush_locked()
             if self._outbox and not self._has_error:
@@ -687,9 +737,11 @@ class Connection:
                 self._outbox.append(memoryview(part))
                 self._outbox_bytes += len(part)
             return
+        if len(parts) > 1 and self.is_tls:
+            parts = [b"".join(parts)]  # an SSLSocket has no sendmsg
         try:
             sent = self.sock.send(parts[0]) if len(parts) == 1 else self.sock.sendmsg(parts)
-        except (BlockingIOError, InterruptedError):
+        except _WOULD_BLOCK:
             sent = 0
         except OSError as exc:
             self._has_error = True
@@ -713,8 +765,8 @@ class Connection:
                 self._outbox.append(_FileSegment(os.dup(fd), offset, count))
             return
         try:
-            sent = self.sock.send(head, _MSG_MORE)
-        except (BlockingIOError, InterruptedError):
+            sent = self.sock.send(head, 0 if self.is_tls else _MSG_MORE)
+        except _WOULD_BLOCK:
             sent = 0
         except OSError as exc:
             self._has_error = True
@@ -735,7 +787,11 @@ class Connection:
             segment.on_done = None
 
     def _sendfile(self, fd: int, offset: int, count: int) -> int:
-        """The worker's only call of os.sendfile (counted in WorkerStats)."""
+        """The worker's only call of os.sendfile (counted in WorkerStats); over TLS, which
+        sendfile cannot encrypt, pread() and send() instead (not counted)."""
+        if self.is_tls:
+            data = os.pread(fd, min(count, _TLS_FILE_CHUNK), offset)
+            return self.sock.send(data) if data else 0
         sent = os.sendfile(self.fd, fd, offset, count)
         stats = self._loop.stats
         stats.sendfile_calls += 1
@@ -747,7 +803,7 @@ class Connection:
         while count:
             try:
                 sent = self._sendfile(fd, offset, count)
-            except (BlockingIOError, InterruptedError):
+            except _WOULD_BLOCK:
                 break
             except OSError as exc:
                 self._has_error = True
@@ -784,7 +840,7 @@ class Connection:
                         outbox.popleft()
                     else:
                         outbox[0] = item[sent:]
-            except (BlockingIOError, InterruptedError):
+            except _WOULD_BLOCK:
                 return
             except OSError as exc:
                 logger.debug("Write to %s failed: %s", self.peer[0], exc)

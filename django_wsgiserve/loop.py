@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
+from . import tls
 from .connection import Connection, ConnectionState, WorkerStats
 from .http.writer import ResponseWriter
 from .proxy import parse_trusted_proxies
@@ -151,6 +152,10 @@ class Loop:
         self._pool = pool
         self.proxies = parse_trusted_proxies(config.trusted_proxies)
         self.proxy_protocol = config.proxy_protocol
+        # CERTFILE: every listener speaks TLS (the command has checked the files already).
+        self.tls_context = (
+            tls.server_context(config.certfile, config.keyfile) if config.certfile else None
+        )
         self._max_pending = config.threads + config.max_queued_requests
         self._rejected = 0  # 503s since the last overload warning
         self._overload_logged_at = -_OVERLOAD_LOG_INTERVAL_S
@@ -359,6 +364,11 @@ class Loop:
             else:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 peer = (address[0], str(address[1]))
+            if self.tls_context is not None:
+                # The handshake happens in the loop, non-blocking (Connection.on_readable).
+                sock = self.tls_context.wrap_socket(
+                    sock, server_side=True, do_handshake_on_connect=False
+                )
             connection = Connection(sock, peer, loop=self, template=listener.template, now=now)
             self._connections.add(connection)
             self.set_interest(connection, read=True, write=False)
@@ -460,5 +470,6 @@ def _template_for(sock: socket.socket, config: ServerConfig, multiprocess: bool)
         server_name=server_name,
         server_port=server_port,
         script_name=config.script_name,
+        url_scheme="https" if config.certfile else "http",
         multiprocess=multiprocess,
     )

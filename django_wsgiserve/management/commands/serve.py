@@ -41,7 +41,7 @@ from django.db import connections
 from django.urls import clear_url_caches
 from django.utils import autoreload
 
-from django_wsgiserve import __version__, accesslog, sockets, systemd, units
+from django_wsgiserve import __version__, accesslog, sockets, systemd, tls, units
 from django_wsgiserve.config import (
     OPTIONS_BY_NAME,
     ServerConfig,
@@ -174,9 +174,14 @@ class Command(BaseCommand):
             cli["bind"] = (f"[{self.default_addr_ipv6}]:{self.default_port}",)
             cli_sources["bind"] = "command line --ipv6"
         try:
-            return resolve_config(wsgiserve, os.environ, cli, cli_sources=cli_sources)
+            config = resolve_config(wsgiserve, os.environ, cli, cli_sources=cli_sources)
+            if config.certfile:  # fail here, naming the option, rather than in every worker
+                tls.server_context(
+                    config.certfile, config.keyfile, source=config.source_of("certfile")
+                )
         except ConfigError as exc:
             raise CommandError(f"{exc.option} ({exc.source}): {exc}", returncode=2) from exc
+        return config
 
     def addrport_to_bind(self, addrport: str, *, ipv6: bool) -> str:
         """runserver's ``addrport`` ("8000", "0:8000", "[::1]:8000") as a BIND entry."""

@@ -85,6 +85,11 @@ RECV_BYTES = 65536
 # outbuf_high_watermark is 16 MiB; we keep it small: one slow client, one MiB).
 HIGH_WATERMARK = 1 << 20
 LOW_WATERMARK = 256 << 10
+# Past HIGH_WATERMARK in memory, further response bytes go to a temporary file that the loop
+# sends with sendfile: a client that stops reading a large generated response then costs
+# disk, not an application thread (waitress spills to a file past 1 MiB too). Only past
+# SPILL_LIMIT bytes waiting on disk for one connection does the pool thread wait.
+SPILL_LIMIT = 32 << 20
 # While a request runs, read at most this much of what the client pipelines behind it.
 PIPELINE_READ_LIMIT = 64 << 10
 LINGER_S = 2.0
@@ -177,13 +182,14 @@ class _FileSegment:
     """A part of a file still to be sent; owns a duplicated descriptor. ``on_done`` runs in a
     pool thread once the segment is sent or dropped."""
 
-    __slots__ = ("count", "fd", "offset", "on_done")
+    __slots__ = ("count", "fd", "is_spill", "offset", "on_done")
 
     def __init__(
         self, fd: int, offset: int, count: int, on_done: Callable[[], None] | None = None
     ) -> None:
         self.fd, self.offset, self.count = fd, offset, count
         self.on_done = on_done
+        self.is_spill = False  # part of the connection's spill file (see SPILL_LIMIT)
 
 
 class Connection:
@@ -202,6 +208,10 @@ class Connection:
         "_parser",
         "_proxy_header",
         "_request",
+        "_spill",
+        "_spill_end",
+        "_spill_tail",
+        "_spilled_pending",
         "_writable",
         "can_sendfile",
         "deadline",
@@ -262,6 +272,10 @@ class Connection:
         self._outbox_bytes = 0
         self._after_flush = _AfterFlush.NOTHING
         self._has_error = False
+        self._spill: io.BufferedRandom | None = None
+        self._spill_end = 0
+        self._spill_tail: _FileSegment | None = None
+        self._spilled_pending = 0
 
     # == loop thread ======================================================================
 
@@ -660,6 +674,7 @@ class Connection:
                     self._segment_done(item)
             self._outbox.clear()
             self._outbox_bytes = 0
+            self._release_spill()
         if self._body_file is not None:
             self._body_file.close()
             self._body_file = None
@@ -673,7 +688,7 @@ class Connection:
         """Send response bytes; raises ClientDisconnectedError (pool thread)."""
         with self.lock:
             self._send_locked(parts)
-            if self._outbox_bytes > HIGH_WATERMARK:
+            if self._outbox_bytes > HIGH_WATERMARK or self._spilled_pending > SPILL_LIMIT:
                 self._wait_for_drain()
 
     def send_file(
@@ -721,8 +736,10 @@ class Connection:
         loop.call_soon_threadsafe(self.resume if after is _AfterFlush.RESUME else self.linger)
 
     def _wait_for_drain(self) -> None:
-        """Wait (lock held) until the loop has flushed below the low watermark."""
-        while self._outbox_bytes > LOW_WATERMARK and not self._has_error:
+        """Wait (lock held) until the loop has flushed below the low watermarks."""
+        while (
+            self._outbox_bytes > LOW_WATERMARK or self._spilled_pending > SPILL_LIMIT // 2
+        ) and not self._has_error:
             self._writable.wait()
         if self._has_error:
             raise ClientDisconnectedError("the client has gone")
@@ -734,8 +751,10 @@ class Connection:
             raise ClientDisconnectedError("the client has gone")
         if self._outbox:
             for part in parts:
-                self._outbox.append(memoryview(part))
-                self._outbox_bytes += len(part)
+                size = len(part)
+                if self._outbox_bytes + size <= HIGH_WATERMARK or not self._spill_part(part):
+                    self._outbox.append(memoryview(part))
+                    self._outbox_bytes += size
             return
         if len(parts) > 1 and self.is_tls:
             parts = [b"".join(parts)]  # an SSLSocket has no sendmsg
@@ -779,6 +798,42 @@ class Connection:
             offset, count = offset + sent, count - sent
         if count:  # the socket is full (or the file shrank: the flush will find out)
             self._outbox.append(_FileSegment(os.dup(fd), offset, count))
+
+    def _spill_part(self, part: bytes) -> bool:
+        """Queue ``part`` in the spill file rather than in memory; False when that is not
+        possible now (over SPILL_LIMIT, or the disk refused)."""
+        if self._spilled_pending >= SPILL_LIMIT:
+            return False
+        try:
+            if self._spill is None:
+                self._spill = tempfile.TemporaryFile()  # noqa: SIM115 - _release_spill closes
+                self._spill_end = 0
+            fd = self._spill.fileno()
+            written = 0
+            while written < len(part):
+                written += os.pwrite(fd, memoryview(part)[written:], self._spill_end + written)
+        except OSError as exc:
+            logger.warning("Cannot spill a response to a temporary file: %s", exc)
+            return False
+        tail = self._spill_tail
+        if tail is not None and self._outbox[-1] is tail:
+            tail.count += written  # the loop has not finished it: it just grows
+        else:
+            tail = _FileSegment(os.dup(fd), self._spill_end, written)
+            tail.is_spill = True
+            self._outbox.append(tail)
+            self._spill_tail = tail
+        self._spill_end += written
+        self._spilled_pending += written
+        return True
+
+    def _release_spill(self) -> None:
+        """Nothing waits in the spill file any more: let it go (lock held)."""
+        if self._spill is not None:
+            self._spill.close()  # the segments had their own descriptors
+            self._spill = None
+        self._spill_tail = None
+        self._spilled_pending = 0
 
     def _segment_done(self, segment: _FileSegment) -> None:
         os.close(segment.fd)
@@ -829,7 +884,11 @@ class Connection:
                         return
                     item.offset += sent
                     item.count -= sent
+                    if item.is_spill:
+                        self._spilled_pending -= sent
                     if not item.count:
+                        if item is self._spill_tail:
+                            self._spill_tail = None
                         self._segment_done(item)
                         outbox.popleft()
                 else:
@@ -847,6 +906,8 @@ class Connection:
                 self._has_error = True
                 return
             self.last_progress = self._loop.now
+        if self._spill is not None:
+            self._release_spill()
 
 
 def _disconnected(exc: OSError) -> ClientDisconnectedError:

@@ -11,6 +11,8 @@ import pytest
 from tests.live import ResponseReader, is_closed, read_response
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from tests.live import LiveServer
 
 pytestmark = pytest.mark.integration
@@ -396,3 +398,21 @@ def test_slow_reader_of_5mb_does_not_block_other_clients(server: LiveServer) -> 
             body += slow.recv(65536)
     assert b"200 OK" in head
     assert body == (bytes(range(256)) * (size // 256))
+
+
+def test_client_that_stops_reading_a_generated_response_does_not_hold_the_thread(
+    start_server: Callable[..., LiveServer],
+) -> None:
+    # One application thread; the response (24 MiB, made by the app in 64 KiB blocks) is far
+    # more than the socket buffers hold: past 1 MiB in memory it spills to a temporary file.
+    server = start_server("--threads", "1", "--workers", "1", "--no-access-log")
+    size = 24 * 1024 * 1024
+    with server.connect(receive_buffer=65536) as stalled:
+        stalled.sendall(f"GET /big/?size={size} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+        reader = ResponseReader(stalled)
+        reader.buffer = stalled.recv(100)
+        for _ in range(5):  # the only thread is free again
+            assert server.get("/hello").body == b"Hello, World!"
+        response = reader.read()
+    assert len(response.body) == size
+    assert response.body == bytes(range(256)) * (size // 256)

@@ -7,11 +7,16 @@ Design note: ownership moves, it is never shared.
   or hostile client costs a few KiB of buffer and never a thread.
 * ``DISPATCHED``: a pool thread runs the application (``wsgi.RequestCycle``) and writes the
   response itself with non-blocking sends. Bytes that would block go to the *outbox*, which the
-  loop flushes when the socket is writable; past ``HIGH_WATERMARK`` buffered bytes the pool
-  thread waits, so a client that never reads cannot balloon memory. File bodies that would
-  block are handed to the loop as a duplicated descriptor and finished with ``os.sendfile``.
-  Meanwhile the loop may still read (pipelined requests, or EOF) into the parser, up to
-  ``PIPELINE_READ_LIMIT`` bytes.
+  loop flushes when the socket is writable. Past ``HIGH_WATERMARK`` bytes in memory, more
+  bytes go to a per-connection *spill* file the loop sends with ``os.sendfile``, so a client
+  that never reads costs neither memory nor, until ``SPILL_LIMIT``, the pool thread. File
+  bodies that would block are handed to the loop as a duplicated descriptor and finished with
+  ``os.sendfile``. Meanwhile the loop may still read (pipelined requests, or EOF) into the
+  parser, up to ``PIPELINE_READ_LIMIT`` bytes; not over TLS, where an SSL object must not be
+  read by the loop while a pool thread writes to it.
+
+TLS (CERTFILE): the handshake runs here, non-blocking, in the loop; parts are joined (an
+``SSLSocket`` has no ``sendmsg`` or send flags) and ``_sendfile`` uses ``pread`` + ``send``.
 * ``FLUSHING``: the application is done but output remains; the loop writes it, then resumes
   reading or closes.
 * ``CLOSING``: an error response was sent and our side shut down; the loop discards what the

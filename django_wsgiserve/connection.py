@@ -26,7 +26,9 @@ TLS (CERTFILE): the handshake runs here, non-blocking, in the loop; parts are jo
 Static files (``StaticResponder``, built by ``static.py`` from whitenoise's table) are answered
 here in the loop thread when the request is complete, without a pool thread: the head and the
 start of the file go out at once (``MSG_MORE``, then ``os.sendfile``), the rest as a
-``_FileSegment`` the loop flushes; then parsing simply continues with the next request.
+``_FileSegment`` the loop flushes; a small file, which static.py keeps in memory
+(``StaticResponse.body``), leaves with its head in one ``send()``. Then parsing simply
+continues with the next request.
 Every ``os.sendfile`` of the worker goes through ``_sendfile``, which counts calls and bytes in
 ``WorkerStats`` (visible to applications as ``environ["wsgiserve.stats"]``, for tests and
 debugging). A segment may carry ``on_done``: the application's ``close()`` for a
@@ -128,6 +130,7 @@ class StaticResponse:
     """A complete response the static table made: head fields, and the file part to send."""
 
     __slots__ = (
+        "body",
         "content_length",
         "count",
         "fd",
@@ -151,6 +154,7 @@ class StaticResponse:
         offset: int = 0,
         count: int = 0,
         prepared: bytes | None = None,
+        body: bytes | None = None,
     ) -> None:
         self.status, self.status_code, self.headers = status, status_code, headers
         # The status line and headers, validated once (ResponseWriter.prepare_head).
@@ -158,6 +162,8 @@ class StaticResponse:
         self.content_length = content_length
         self.file = file  # closed by the connection once sent or duplicated
         self.fd, self.offset, self.count = fd, offset, count
+        # A small file's bytes (``count`` of them), sent with the head in one send().
+        self.body = body
 
 
 class StaticResponder(Protocol):
@@ -516,7 +522,10 @@ class Connection:
                     date=loop.date,
                 )
             with self.lock:
-                self._send_static_locked(head, response.fd, response.offset, count)
+                if response.body is not None and count:
+                    self._send_locked([head + response.body])  # one send() for head and body
+                else:
+                    self._send_static_locked(head, response.fd, response.offset, count)
         except ApplicationError:  # WHITENOISE_ADD_HEADERS_FUNCTION made an invalid header
             logger.exception("Invalid static response head for %r", request.target)
             self._error_response(500, "Internal Server Error")

@@ -380,6 +380,26 @@ def test_bodies_go_through_sendfile(site, project):
     assert after["static_responses"] - before["static_responses"] == 2  # GET and HEAD
 
 
+def test_small_bodies_leave_from_memory_with_their_head(site, project):
+    """Files up to MEMORY_FILE_BYTES are read once per worker and sent with the head."""
+    small = (project["static"] / "bench" / "small.css").read_bytes()
+    plain = b"GET /static/bench/small.css HTTP/1.1\r\nHost: t\r\n\r\n"
+    gzipped = b"GET /static/bench/small.css HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\n\r\n"
+    before = stats(site)
+    with site.connect() as sock:
+        for _ in range(3):  # the first reads each variant, the others come from memory
+            response = exchange(sock, plain)
+            assert (response.status, response.body) == (200, small)
+            assert response.header("content-encoding") is None
+            compressed = exchange(sock, gzipped)
+            assert compressed.header("content-encoding") == "gzip"
+            assert int(compressed.header("content-length") or -1) == len(compressed.body)
+            assert gzip.decompress(compressed.body) == small
+    after = stats(site)
+    assert after["sendfile_bytes"] == before["sendfile_bytes"]
+    assert after["static_responses"] - before["static_responses"] == 6
+
+
 # -- WhiteNoiseMiddleware kept in MIDDLEWARE, and DEBUG -----------------------------------------
 
 

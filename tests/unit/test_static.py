@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gzip
+import os
 from typing import TYPE_CHECKING
 
 import pytest
 from django.test import override_settings
 from whitenoise.base import WhiteNoise
 
+from django_wsgiserve import static as static_module
 from django_wsgiserve.http.events import Request
 from django_wsgiserve.static import StaticTable, build_static_table, security_headers
 
@@ -95,13 +98,10 @@ def test_respond_uses_whitenoise_rules(roots):
     table = table_for(roots)
     response = table.respond(make_request(b"/static/app.js"))
     assert response is not None
-    try:
-        assert (response.status, response.content_length, response.count) == ("200 OK", 700, 700)
-        assert response.fd == response.file.fileno()
-        assert response.prepared is not None
-        assert response.prepared.startswith(b"HTTP/1.1 200 OK\r\n")
-    finally:
-        response.file.close()
+    assert (response.status, response.content_length, response.count) == ("200 OK", 700, 700)
+    assert (response.file, response.body) == (None, b"x = 1;\n" * 100)  # small: in memory
+    assert response.prepared is not None
+    assert response.prepared.startswith(b"HTTP/1.1 200 OK\r\n")
     ranged = table.respond(make_request(b"/static/app.js", headers=[(b"range", b"bytes=10-19")]))
     assert ranged is not None
     try:
@@ -119,6 +119,157 @@ def test_file_deleted_after_the_scan_goes_to_the_application(roots, caplog):
     (roots["static"] / "app.js").unlink()
     assert table.respond(make_request(b"/static/app.js")) is None
     assert "unavailable" in caplog.text
+
+
+# -- the hot path: whitenoise's headers, bodies opened once per worker ---------------------------
+
+LARGE = bytes(range(256)) * 100  # over MEMORY_FILE_BYTES: sent from a kept descriptor
+
+
+def whitenoise_table(root: Path, *, autorefresh: bool = False) -> tuple[StaticTable, WhiteNoise]:
+    static = WhiteNoise(None, max_age=60, autorefresh=autorefresh)
+    static.add_files(str(root), prefix="/static/")
+    return StaticTable(static=static), static
+
+
+def body_of(response) -> bytes:
+    if response.body is not None:
+        return response.body
+    if response.file is not None:
+        return response.file.read()
+    return os.pread(response.fd, response.count, response.offset)
+
+
+@pytest.mark.parametrize(
+    ("method", "headers"),
+    [
+        pytest.param("GET", {}, id="get"),
+        pytest.param("HEAD", {}, id="head"),
+        pytest.param("GET", {"accept-encoding": "gzip, br"}, id="gzip"),
+        pytest.param("GET", {"accept-encoding": "*"}, id="star"),
+        pytest.param("GET", {"if-none-match": "ETAG"}, id="etag-304"),
+        pytest.param("GET", {"if-none-match": '"other"'}, id="other-etag-200"),
+        pytest.param("GET", {"if-modified-since": "Fri, 01 Jan 2100 00:00:00 GMT"}, id="ims-304"),
+        pytest.param("GET", {"if-modified-since": "Thu, 01 Jan 1970 00:00:00 GMT"}, id="ims-200"),
+        pytest.param("HEAD", {"if-none-match": "ETAG"}, id="head-304"),
+        pytest.param("GET", {"range": "bytes=3-9"}, id="range"),
+        pytest.param("GET", {"range": "bytes=900000-"}, id="range-416"),
+        pytest.param("PUT", {}, id="405"),
+    ],
+)
+@pytest.mark.parametrize("name", ["app.js", "large.bin", "empty.txt"])
+def test_hot_path_answers_exactly_like_whitenoise(tmp_path, method, headers, name):
+    (tmp_path / "app.js").write_text("x = 1;\n" * 100)
+    (tmp_path / "app.js.gz").write_bytes(gzip.compress(b"x = 1;\n" * 100))
+    (tmp_path / "large.bin").write_bytes(LARGE)
+    (tmp_path / "empty.txt").write_bytes(b"")
+    table, static = whitenoise_table(tmp_path)
+    static_file = static.files[f"/static/{name}"]
+    headers = {key: value.replace("ETAG", static_file.etag) for key, value in headers.items()}
+    environ = {f"HTTP_{key.upper().replace('-', '_')}": value for key, value in headers.items()}
+    expected = static_file.get_response(method, environ)
+    request = make_request(
+        f"/static/{name}".encode(),
+        method=method.encode(),
+        headers=[(key.encode(), value.encode()) for key, value in headers.items()],
+    )
+    expected_body = None
+    if expected.file is not None:
+        expected_body = expected.file.read()
+        expected.file.close()
+    for _ in range(2):  # opened and kept, then from the cache
+        response = table.respond(request)
+        assert response is not None
+        assert response.status_code == expected.status.value
+        headers_sent = response.headers
+        if response.content_length == 0 and expected.status.value in (405, 416):
+            headers_sent = headers_sent[:-1]  # the Content-Length: 0 we add to bodiless errors
+        assert headers_sent == list(expected.headers)
+        if expected_body is not None:
+            assert body_of(response) == expected_body
+        if response.file is not None:
+            response.file.close()
+
+
+def test_duplicate_request_headers_are_joined_like_environ(tmp_path):
+    (tmp_path / "app.js").write_text("x = 1;\n" * 100)
+    (tmp_path / "app.js.gz").write_bytes(gzip.compress(b"x = 1;\n" * 100))
+    table, _ = whitenoise_table(tmp_path)
+    request = make_request(
+        b"/static/app.js",
+        headers=[(b"accept-encoding", b"identity"), (b"accept-encoding", b"gzip")],
+    )
+    response = table.respond(request)
+    assert response is not None
+    assert ("Content-Encoding", "gzip") in response.headers
+
+
+def test_large_file_keeps_one_descriptor(tmp_path):
+    (tmp_path / "large.bin").write_bytes(LARGE)
+    table, _ = whitenoise_table(tmp_path)
+    first = table.respond(make_request(b"/static/large.bin"))
+    second = table.respond(make_request(b"/static/large.bin"))
+    assert first is not None
+    assert second is not None
+    assert first.body is None
+    assert first.file is None
+    assert first.fd == second.fd >= 0
+    assert (first.offset, first.count) == (0, len(LARGE))
+    assert os.pread(first.fd, len(LARGE) + 1, 0) == LARGE
+
+
+def test_changed_file_keeps_the_tables_view_without_autorefresh(tmp_path):
+    """Documented choice (static.py, "Hot path"): headers from the scan, like whitenoise; the
+    body as the worker first read it, so Content-Length and ETag always describe it."""
+    (tmp_path / "app.js").write_text("x = 1;\n" * 100)
+    (tmp_path / "large.bin").write_bytes(LARGE)
+    table, _ = whitenoise_table(tmp_path)
+    before = {
+        name: table.respond(make_request(name))
+        for name in (b"/static/app.js", b"/static/large.bin")
+    }
+    (tmp_path / "app.js").write_text("changed, and longer than it was\n" * 100)
+    (tmp_path / "large.bin").unlink()
+    (tmp_path / "large.bin").write_bytes(b"new")  # a new file, as collectstatic writes them
+    for name, old in before.items():
+        response = table.respond(make_request(name))
+        assert response is not None
+        assert old is not None
+        assert response.headers == old.headers
+        assert body_of(response) == body_of(old)
+        assert len(body_of(response)) == response.content_length
+
+
+def test_autorefresh_sees_changes(tmp_path):
+    (tmp_path / "app.js").write_text("x = 1;\n")
+    table, _ = whitenoise_table(tmp_path, autorefresh=True)
+    first = table.respond(make_request(b"/static/app.js"))
+    assert first is not None
+    assert body_of(first) == b"x = 1;\n"
+    first.file.close()
+    (tmp_path / "app.js").write_text("x = 2; y = 3;\n")
+    second = table.respond(make_request(b"/static/app.js"))
+    assert second is not None
+    assert (body_of(second), second.content_length) == (b"x = 2; y = 3;\n", 14)
+    second.file.close()
+
+
+def test_cache_is_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr(static_module, "MAX_CACHED_FILES", 1)
+    monkeypatch.setattr(static_module, "MEMORY_BUDGET_BYTES", 0)  # small files by descriptor
+    (tmp_path / "a.js").write_text("a\n")
+    (tmp_path / "b.js").write_text("b\n")
+    table, _ = whitenoise_table(tmp_path)
+    opened = []
+    real_open = os.open
+    monkeypatch.setattr(static_module.os, "open", lambda *a: opened.append(a) or real_open(*a))
+    for name, expected in [(b"a.js", b"a\n"), (b"b.js", b"b\n")] * 3:
+        response = table.respond(make_request(b"/static/" + name))
+        assert response is not None
+        assert response.body is None
+        assert body_of(response) == expected
+    assert len(opened) == 6  # one kept at a time: each request evicted the other file
+    assert len(table._bodies) == 1
 
 
 @pytest.mark.parametrize(

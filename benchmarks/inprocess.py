@@ -7,6 +7,10 @@ distance from it is that server's overhead.
 
     python benchmarks/inprocess.py --endpoint json --duration 5 --repeat 5
 
+Endpoints: hello (the plain WSGI app), json, template-db, post-100k (a 100 KB body in
+wsgi.input, as wrk's Lua script sends it) and file-1m (the FileResponse is iterated: there
+is no wsgi.file_wrapper, so a server that sends the file with sendfile() may beat this).
+
 Run it with the project's interpreter (it imports Django for the json endpoint). The
 benchmark harness (benchmarks/run.py) runs it pinned to the server CPU with ``--json``.
 """
@@ -31,27 +35,37 @@ if TYPE_CHECKING:
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TESTPROJECT_DIR = REPO_ROOT / "testproject"
 HELLO_BODY = b"Hello, World!"
+POST_BODY = b"x" * (100 * 1024)  # what benchmarks/apps/post_100k.lua sends
+FILE_BYTES = 1024 * 1024
+# endpoint: (method, path, request body); must match harness/servers.py ENDPOINTS.
+REQUESTS = {
+    "hello": ("GET", "/", b""),
+    "json": ("GET", "/json", b""),
+    "template-db": ("GET", "/template-db/", b""),
+    "post-100k": ("POST", "/echo/", POST_BODY),
+    "file-1m": ("GET", f"/download-sized/{FILE_BYTES}", b""),
+}
 
 
-def load_app(endpoint: str) -> tuple[WSGIApp, str]:
-    """The WSGI app and URL path of ``endpoint`` ("json" or "hello")."""
+def load_app(endpoint: str) -> WSGIApp:
+    """The WSGI app of ``endpoint``: the hello function, or testproject's Django handler."""
     sys.path.insert(0, str(REPO_ROOT))
     if endpoint == "hello":
         from benchmarks.apps.hello import application
 
-        return application, "/"
+        return application
     sys.path.insert(0, str(TESTPROJECT_DIR))
     os.chdir(TESTPROJECT_DIR)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "testproject.settings")
     from django.core.wsgi import get_wsgi_application
 
-    return get_wsgi_application(), "/json"
+    return get_wsgi_application()
 
 
-def base_environ(path: str) -> dict[str, object]:
-    """The environ a server would build for `GET path` with only a Host header (as wrk sends)."""
-    return {
-        "REQUEST_METHOD": "GET",
+def base_environ(method: str, path: str, body: bytes) -> dict[str, object]:
+    """The environ a server would build for ``method path`` with wrk's headers."""
+    environ: dict[str, object] = {
+        "REQUEST_METHOD": method,
         "SCRIPT_NAME": "",
         "PATH_INFO": path,
         "QUERY_STRING": "",
@@ -67,13 +81,18 @@ def base_environ(path: str) -> dict[str, object]:
         "wsgi.multithread": True,
         "wsgi.multiprocess": False,
         "wsgi.run_once": False,
+        "wsgi.input_body": body,  # not WSGI: call_once() wraps it in a fresh BytesIO
     }
+    if body:
+        environ["CONTENT_LENGTH"] = str(len(body))
+        environ["CONTENT_TYPE"] = "application/octet-stream"
+    return environ
 
 
 def call_once(app: WSGIApp, template: dict[str, object]) -> tuple[str, bytes]:
     """One request: copy the environ, call the app, iterate and close the response."""
     environ = template.copy()
-    environ["wsgi.input"] = io.BytesIO(b"")
+    environ["wsgi.input"] = io.BytesIO(environ.pop("wsgi.input_body"))  # type: ignore[arg-type]
     statuses: list[str] = []
 
     def start_response(status: str, headers: object, exc_info: object = None) -> object:
@@ -95,11 +114,17 @@ def check_response(endpoint: str, status: str, body: bytes) -> str | None:
         return f"status {status!r}"
     if endpoint == "hello" and body != HELLO_BODY:
         return f"unexpected body {body[:60]!r}"
-    if endpoint == "json":
+    if endpoint in ("json", "post-100k"):
         try:
-            json.loads(body)
+            document = json.loads(body)
         except ValueError:
             return f"body is not JSON: {body[:60]!r}"
+        if endpoint == "post-100k" and document.get("body_length") != len(POST_BODY):
+            return f"echo saw {document.get('body_length')!r} body bytes"
+    if endpoint == "template-db" and b"</html>" not in body.lower():
+        return f"not an HTML page: {body[:60]!r}"
+    if endpoint == "file-1m" and len(body) != FILE_BYTES:
+        return f"{len(body)} bytes instead of {FILE_BYTES}"
     return None
 
 
@@ -120,7 +145,7 @@ def measure(
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--endpoint", choices=("json", "hello"), default="json")
+    parser.add_argument("--endpoint", choices=tuple(REQUESTS), default="json")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per repetition")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up")
     parser.add_argument("--repeat", type=int, default=5)
@@ -131,8 +156,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    app, path = load_app(args.endpoint)
-    template = base_environ(path)
+    app = load_app(args.endpoint)
+    method, path, body = REQUESTS[args.endpoint]
+    template = base_environ(method, path, body)
     error = check_response(args.endpoint, *call_once(app, template))
     if error is not None:
         print(f"in-process {args.endpoint}: {path} answered badly: {error}", file=sys.stderr)

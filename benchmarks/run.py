@@ -14,27 +14,56 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import shutil
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from harness.loadgen import Scenario, ensure_wrk, wrk_version
-from harness.peers_venv import installed_versions, peers_bin, prepare_peers, project_versions
-from harness.procs import stop_all
+from harness.peers_venv import (
+    ensure_matplotlib,
+    installed_versions,
+    peers_bin,
+    prepare_peers,
+    project_versions,
+)
+from harness.procs import child_env, run_bounded, stop_all
 from harness.report import (
+    INPROCESS,
     NOISY_OTHER_CPUS,
+    EndpointInfo,
     ReportContext,
     RunRecord,
     render_markdown,
     write_csv,
 )
 from harness.runner import Plan, Runner, prepare_endpoint, probe_serve_options
-from harness.servers import BENCH_DIR, ENDPOINTS, OURS, REPO_ROOT, SERVERS
+from harness.servers import (
+    BENCH_DIR,
+    DEFAULT_BLOCKING_THREADS,
+    ENDPOINTS,
+    OURS,
+    REPO_ROOT,
+    SERVERS,
+    resolve_static,
+)
+from harness.targets import (
+    BLOCKING_ENDPOINT,
+    BLOCKING_SCENARIO,
+    MAIN_SCENARIO,
+    render_matrix,
+    render_targets,
+    summary_matrix,
+)
 
-DEFAULT_SERVERS = f"{OURS},gunicorn-gthread,waitress"
+# The full suite: every peer, one worker each (ours-accesslog only on request).
+DEFAULT_SERVERS = ",".join(name for name in SERVERS if name != f"{OURS}-accesslog")
+DEFAULT_ENDPOINTS = ",".join(ENDPOINTS)
+DOCS_DIR = REPO_ROOT / "docs"
 
 
 def _csv_list(text: str) -> list[str]:
@@ -48,11 +77,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add = parser.add_argument
     add("--quick", action="store_true", help="smoke run: --repeat 1 --duration 2")
     add("--servers", default=DEFAULT_SERVERS, help=f"comma list or 'all' ({', '.join(SERVERS)})")
-    add("--endpoints", default="json,hello", help=f"comma list ({', '.join(ENDPOINTS)})")
-    add("--duration", type=int, help="seconds per measured run (default 5; --quick 2)")
+    add("--endpoints", default=DEFAULT_ENDPOINTS, help="comma list or 'all'")
+    add("--duration", type=int, help="seconds per measured run (default 2)")
     add("--warmup", type=int, default=1, help="seconds of discarded load before each run")
-    add("--repeat", type=int, help="repetitions, median reported (default 5; --quick 1)")
+    add("--repeat", type=int, help="repetitions, median reported (default 3; --quick 1)")
     add("--threads", type=int, default=4, help="threads per worker for threaded servers")
+    add("--blocking-threads", type=int, default=DEFAULT_BLOCKING_THREADS, help="for sleep-50ms")
+    add("--fairness-endpoint", default="json", help="per-connection counts here ('' = none)")
+    add("--fairness-duration", type=float, default=3.0, help="seconds of the fairness run")
+    add(
+        "--docs",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="write docs/benchmarks.{md,csv,png} (default: only for the full suite)",
+    )
     add("--concurrency", default="1,64", help="keep-alive connection counts")
     add("--close-concurrency", type=int, default=64, help="'Connection: close' run; 0 = none")
     add("--server-cpu", default="1", help="CPU list for servers (taskset -c)")
@@ -68,8 +106,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--results-dir", type=Path, default=BENCH_DIR / "results")
     add("--list", action="store_true", help="list servers and endpoints, then exit")
     args = parser.parse_args(argv)
-    args.duration = args.duration or (2 if args.quick else 5)
-    args.repeat = args.repeat or (1 if args.quick else 5)
+    args.duration = args.duration or 2
+    args.repeat = args.repeat or (1 if args.quick else 3)
+    if args.docs is None:
+        full = args.servers == DEFAULT_SERVERS and args.endpoints == DEFAULT_ENDPOINTS
+        args.docs = full and not args.quick
     return args
 
 
@@ -138,6 +179,12 @@ def _meta(args: argparse.Namespace, plan: Plan, pin_text: str, wrk_text: str) ->
         f"Noise check: a run during which other processes used more than {NOISY_OTHER_CPUS} "
         f"CPU is measured again (up to {plan.noisy_retries}x per run, "
         f"{plan.noisy_retry_budget} in all); the quietest is kept and flagged if still noisy",
+        "Scenarios per endpoint: hello, json, static: keep-alive c1 and c64, Connection: close "
+        "c64; template-db, post-100k, file-1m: keep-alive c64; sleep-50ms: keep-alive c256 "
+        f"with {args.blocking_threads} threads for threaded servers (gevent: "
+        "--worker-connections 1000). Fairness: harness/fairness.py on "
+        f"{args.fairness_endpoint or 'no endpoint'}, {plan.fairness_connections} keep-alive "
+        f"connections, {args.fairness_duration:g} s",
         f"Command: `{Path(sys.executable).name} benchmarks/run.py {' '.join(sys.argv[1:])}`",
     ]
 
@@ -161,6 +208,11 @@ def _prepare(
     for name in endpoint_names:
         endpoint = ENDPOINTS[name]
         reason = prepare_endpoint(python, endpoint, log_dir, migrate=not args.no_prepare)
+        if reason is None and name == "static":
+            resolved = resolve_static(endpoint)
+            reason = resolved if isinstance(resolved, str) else None
+            if not isinstance(resolved, str):
+                ENDPOINTS[name] = resolved
         if reason is None:
             usable_endpoints.append(name)
             continue
@@ -174,6 +226,8 @@ def build_plan(args: argparse.Namespace, log_dir: Path) -> tuple[Plan, list[RunR
     """Install/prepare everything; returns the plan, setup failures and report metadata."""
     python = _project_python(args)
     wrk = ensure_wrk()
+    if "sleep-50ms" in ENDPOINTS:
+        ENDPOINTS["sleep-50ms"] = replace(ENDPOINTS["sleep-50ms"], threads=args.blocking_threads)
     server_names, endpoint_names, failures = _prepare(args, python, log_dir)
     server_pin, client_pin, pin_text = _pins(args)
     endpoints = [ENDPOINTS[name] for name in endpoint_names]
@@ -200,6 +254,8 @@ def build_plan(args: argparse.Namespace, log_dir: Path) -> tuple[Plan, list[RunR
         wrk_timeout_s=args.wrk_timeout,
         noisy_retries=args.noisy_retries,
         noisy_retry_budget=args.noisy_retry_budget,
+        fairness_endpoint=args.fairness_endpoint or None,
+        fairness_duration_s=args.fairness_duration,
     )
     return plan, failures, _meta(args, plan, pin_text, wrk_version(wrk))
 
@@ -208,17 +264,62 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _context(
+    args: argparse.Namespace, title: str, meta: list[str], plan: Plan | None
+) -> ReportContext:
+    endpoints = [ENDPOINTS[name] for name in _endpoint_names(args)]
+    return ReportContext(
+        title=title,
+        meta=meta,
+        servers=_select(_csv_list(args.servers), SERVERS, "servers"),
+        endpoints=[EndpointInfo(e.name, e.method, e.path, e.title, e.note) for e in endpoints],
+        scenarios=[scenario.name for scenario in plan.scenarios] if plan else [],
+    )
+
+
+def _matrix(records: list[RunRecord], context: ReportContext) -> dict[str, dict[str, float]]:
+    """Medians per endpoint at keep-alive c64 (the blocking view at its own c256)."""
+    pairs = [
+        (info.name, BLOCKING_SCENARIO if info.name == BLOCKING_ENDPOINT else MAIN_SCENARIO)
+        for info in context.endpoints
+    ]
+    return summary_matrix(records, context.servers, pairs)
+
+
+def _plot(
+    matrix: dict[str, dict[str, float]], context: ReportContext, png: Path, log_dir: Path
+) -> str | None:
+    """docs/benchmarks.png, drawn by plot.py with the peers' interpreter (has matplotlib)."""
+    error = ensure_matplotlib(log_dir)
+    if error is not None:
+        return f"no plot: {error}"
+    data_path = log_dir / "plot-data.json"
+    data = {"title": context.title, "servers": [INPROCESS, *context.servers], "matrix": matrix}
+    data_path.write_text(json.dumps(data, indent=1))
+    argv = [str(peers_bin() / "python"), str(BENCH_DIR / "plot.py"), str(data_path), str(png)]
+    result = run_bounded(argv, timeout_s=300, env=child_env())
+    return None if result.ok else f"plot failed: {result.output[-300:]}"
+
+
 def _write_results(
     args: argparse.Namespace, stem: str, records: list[RunRecord], context: ReportContext
 ) -> None:
     args.results_dir.mkdir(parents=True, exist_ok=True)
-    csv_path = args.results_dir / f"{stem}.csv"
-    md_path = args.results_dir / f"{stem}.md"
-    write_csv(records, csv_path)
-    markdown = render_markdown(records, context)
-    md_path.write_text(markdown)
+    outputs = [(args.results_dir / f"{stem}.csv", args.results_dir / f"{stem}.md", None)]
+    if args.docs:
+        DOCS_DIR.mkdir(exist_ok=True)
+        outputs.append((DOCS_DIR / "benchmarks.csv", DOCS_DIR / "benchmarks.md", "benchmarks.png"))
+    matrix = _matrix(records, context)
+    for csv_path, md_path, image in outputs:
+        preamble = render_targets(records) + render_matrix(matrix, context.servers, image)
+        write_csv(records, csv_path)
+        markdown = render_markdown(records, replace(context, preamble=preamble))
+        md_path.write_text(markdown)
+        print(f"wrote {csv_path} and {md_path}", flush=True)
+    if args.docs:
+        error = _plot(matrix, context, DOCS_DIR / "benchmarks.png", args.results_dir / "logs")
+        print(error or f"wrote {DOCS_DIR / 'benchmarks.png'}", flush=True)
     print("\n" + markdown)
-    print(f"wrote {csv_path} and {md_path}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -229,10 +330,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)
-    stem = f"{datetime.date.today().isoformat()}-core" + ("-quick" if args.quick else "")
+    stem = f"{datetime.date.today().isoformat()}-suite" + ("-quick" if args.quick else "")
     log_dir = args.results_dir / "logs" / stem
     log_dir.mkdir(parents=True, exist_ok=True)
-    interrupted = False
+    interrupted, plan, meta = False, None, []
     try:
         plan, records, meta = build_plan(args, log_dir)
         print(f"plan: about {plan.estimated_seconds() / 60:.1f} min; logs in {log_dir}", flush=True)
@@ -245,14 +346,8 @@ def main(argv: list[str] | None = None) -> int:
             print("interrupted: writing partial results", flush=True)
     finally:
         stop_all()
-    context = ReportContext(
-        title=f"Core benchmark, {stem}" + (" (interrupted: partial)" if interrupted else ""),
-        meta=meta,
-        servers=_select(_csv_list(args.servers), SERVERS, "servers"),
-        endpoints=[(n, ENDPOINTS[n].path, ENDPOINTS[n].title) for n in _endpoint_names(args)],
-        scenarios=[scenario.name for scenario in plan.scenarios],
-    )
-    _write_results(args, stem, records, context)
+    title = f"django-wsgiserve benchmarks, {stem}" + (" (interrupted: partial)" * interrupted)
+    _write_results(args, stem, records, _context(args, title, meta, plan))
     return 130 if interrupted else 0
 
 

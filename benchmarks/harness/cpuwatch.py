@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CpuSample", "other_cpus"]
+__all__ = ["CpuSample", "group_rss_mb", "other_cpus"]
 
 _PROC = Path("/proc")
 _TICK_S = 1.0 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
@@ -71,3 +71,27 @@ def other_cpus(before: CpuSample | None, after: CpuSample | None, elapsed_s: flo
     ours = (after.server_s - before.server_s) + (after.harness_s - before.harness_s)
     other = (after.machine_s - before.machine_s) - ours
     return max(other, 0.0) / elapsed_s
+
+
+def group_rss_mb(pgid: int) -> float | None:
+    """Summed VmRSS of the processes in group ``pgid`` (a master and its workers), in MiB.
+
+    Pages shared between processes (after fork) count once per process, so for a prefork
+    server this overstates what the tree costs; for one process it is exact.
+    """
+    total_kb, found = 0, False
+    for entry in _PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            if int(stat[stat.rfind(")") + 2 :].split()[2]) != pgid:
+                continue
+            status = (entry / "status").read_text()
+        except (OSError, ValueError, IndexError):
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total_kb += int(line.split()[1])
+                found = True
+    return total_kb / 1024 if found else None

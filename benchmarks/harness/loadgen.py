@@ -11,8 +11,12 @@ import os
 import re
 import shutil
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from harness.procs import child_env, run_bounded
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = ["LoadResult", "Scenario", "ensure_wrk", "parse_wrk_output", "run_wrk", "wrk_version"]
 
@@ -125,14 +129,22 @@ def wrk_version(wrk: str) -> str:
 
 
 def run_wrk(
-    wrk: str, url: str, scenario: Scenario, *, duration_s: int, timeout_s: int, pin: list[str]
+    wrk: str,
+    url: str,
+    scenario: Scenario,
+    *,
+    duration_s: int,
+    timeout_s: int,
+    pin: list[str],
+    script: Path | None = None,
 ) -> tuple[LoadResult | None, str]:
     """One bounded wrk run; returns (result or None, wrk's raw output).
 
     ``timeout_s`` is wrk's --timeout: every 2 s wrk counts each connection whose request
     has waited longer as a "timeout" socket error. A short one (1 s) makes starved
     connections (a server serving a few connections and ignoring the rest) visible:
-    wrk's latency statistics only ever include requests that completed.
+    wrk's latency statistics only ever include requests that completed. ``script`` is a
+    wrk Lua script (``-s``), e.g. one that turns every request into a POST with a body.
     """
     argv = [
         *pin,
@@ -146,5 +158,7 @@ def run_wrk(
     ]
     if not scenario.keepalive:
         argv += ["-H", "Connection: close"]
+    if script is not None:
+        argv += ["-s", str(script)]
     result = run_bounded([*argv, url], timeout_s=duration_s + 30, env=child_env())
     return parse_wrk_output(result.output), result.output

@@ -20,7 +20,14 @@ if TYPE_CHECKING:
 
     from harness.servers import ServerSpec
 
-__all__ = ["PEERS_VENV", "installed_versions", "peers_bin", "prepare_peers", "project_versions"]
+__all__ = [
+    "PEERS_VENV",
+    "ensure_matplotlib",
+    "installed_versions",
+    "peers_bin",
+    "prepare_peers",
+    "project_versions",
+]
 
 PEERS_VENV = BENCH_DIR / ".venv-peers"
 _PIP_TIMEOUT_S = 900
@@ -123,3 +130,13 @@ def prepare_peers(project_python: str, specs: list[ServerSpec], log_dir: Path) -
             if spec_error is not None:
                 failures[spec.name] = spec_error
     return failures
+
+
+def ensure_matplotlib(log_dir: Path) -> str | None:
+    """matplotlib in the peers venv (benchmark-only: it draws docs/benchmarks.png)."""
+    python = peers_bin() / "python"
+    if not python.exists():
+        return f"{python} does not exist"
+    if not _missing(["matplotlib"], installed_versions(python)):
+        return None
+    return _pip_install(python, ["matplotlib"], log_dir / "pip-matplotlib.log")

@@ -13,11 +13,13 @@ import http.client
 import json
 import os
 import re
+import statistics
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, TypeVar
 
-from harness.cpuwatch import CpuSample, other_cpus
+from harness.cpuwatch import CpuSample, group_rss_mb, other_cpus
 from harness.loadgen import Scenario, run_wrk
 from harness.procs import (
     ChildProcess,
@@ -26,7 +28,7 @@ from harness.procs import (
     run_bounded,
     wait_until_listening,
 )
-from harness.report import DIRECT, INPROCESS, RunRecord
+from harness.report import DIRECT, FAIRNESS, FAIRNESS_PREFIX, INPROCESS, RunRecord
 from harness.servers import BENCH_DIR, REPO_ROOT, WORK_DIR, Endpoint, Launch, ServerSpec
 
 if TYPE_CHECKING:
@@ -40,6 +42,7 @@ __all__ = ["Plan", "Runner", "prepare_endpoint", "probe_serve_options", "server_
 HOST = "127.0.0.1"
 _PORT_RACE = re.compile(r"address already in use|errno 98|port is already in use", re.IGNORECASE)
 _START_ATTEMPTS = 3
+_SETTLE_S = 0.5
 _Item = TypeVar("_Item")
 
 
@@ -66,13 +69,27 @@ class Plan:
     noisy_retries: int = 1  # per run
     noisy_retry_budget: int = 15  # in total, so that a busy machine cannot double the time
     serve_options: dict[str, frozenset[str]] = field(default_factory=dict)  # per endpoint
+    fairness_endpoint: str | None = None  # per-connection counts measured on this one
+    fairness_connections: int = 64
+    fairness_duration_s: float = 3.0
+
+    def scenarios_for(self, endpoint: Endpoint) -> list[Scenario]:
+        return list(endpoint.scenarios) or self.scenarios
+
+    def specs_for(self, endpoint: Endpoint) -> list[ServerSpec]:
+        return [s for s in self.specs if not endpoint.servers or s.name in endpoint.servers]
 
     def estimated_seconds(self) -> float:
-        per_start = 3 + len(self.scenarios) * (self.warmup_s + self.duration_s + 0.5)
-        per_inprocess = (self.warmup_s + self.duration_s + 2) if self.measure_inprocess else 0
-        per_repetition = len(self.endpoints) * (len(self.specs) * per_start + per_inprocess)
+        per_run = self.warmup_s + self.duration_s + 1
+        total = 0.0
+        for endpoint in self.endpoints:
+            per_start = 3 + len(self.scenarios_for(endpoint)) * per_run
+            if endpoint.name == self.fairness_endpoint:
+                per_start += self.fairness_duration_s + 1
+            inprocess = self.measure_inprocess and endpoint.inprocess
+            total += len(self.specs_for(endpoint)) * per_start + (per_run + 2) * inprocess
         retries = self.noisy_retry_budget * self.duration_s if self.noisy_retries else 0
-        return self.repeat * per_repetition + retries
+        return self.repeat * total + retries
 
 
 def server_env(endpoint: Endpoint) -> dict[str, str]:
@@ -88,21 +105,23 @@ def _rotate(items: list[_Item], shift: int) -> list[_Item]:
 
 def _warm_up(endpoint: Endpoint, port: int, requests: int = 3) -> str | None:
     """A few real requests: status 200 and the expected body, or an error message."""
+    body = endpoint.request_body() if endpoint.method == "POST" else None
+    headers = {"Content-Type": "application/octet-stream"} if body else {}
     for _ in range(requests):
         connection = http.client.HTTPConnection(HOST, port, timeout=10)
         try:
-            connection.request("GET", endpoint.path)
+            connection.request(endpoint.method, endpoint.path, body=body, headers=headers)
             response = connection.getresponse()
-            body = response.read()
+            answer = response.read()
         except (OSError, http.client.HTTPException) as exc:
             return f"warm-up request failed: {exc!r}"
         finally:
             connection.close()
         if response.status != 200:
-            return f"warm-up GET {endpoint.path} answered {response.status}: {body[:80]!r}"
-        error = endpoint.check_body(body)
+            return f"warm-up {endpoint.path} answered {response.status}: {answer[:80]!r}"
+        error = endpoint.check_body(answer)
         if error is not None:
-            return f"warm-up GET {endpoint.path}: {error}"
+            return f"warm-up {endpoint.method} {endpoint.path}: {error}"
     return None
 
 
@@ -121,10 +140,11 @@ class Runner:
 
     def run(self) -> list[RunRecord]:
         plan = self.plan
-        items: list[str | ServerSpec] = [INPROCESS] if plan.measure_inprocess else []
-        items += plan.specs
         for repetition in range(1, plan.repeat + 1):
             for endpoint in _rotate(plan.endpoints, repetition - 1):
+                inprocess = plan.measure_inprocess and endpoint.inprocess
+                items: list[str | ServerSpec] = [INPROCESS] if inprocess else []
+                items += plan.specs_for(endpoint)
                 for item in _rotate(items, repetition - 1):
                     if isinstance(item, ServerSpec):
                         self.run_server(item, endpoint, repetition)
@@ -184,8 +204,9 @@ class Runner:
                 break
             self.retry_budget -= 1
             self.progress(
-                f"r{record.repetition} {record.endpoint:5} {record.server:16} {record.scenario:14} "
-                f"noisy (other processes used {record.other_cpus:.2f} CPU): measuring again"
+                f"r{record.repetition} {record.endpoint:11} {record.server:16} "
+                f"{record.scenario:14} noisy (other processes used {record.other_cpus:.2f} CPU): "
+                "measuring again"
             )
             retry = measure_once()
             if isinstance(retry, str):
@@ -203,10 +224,12 @@ class Runner:
             return
         child, port = started
         try:
-            for scenario in self.plan.scenarios:
+            for scenario in self.plan.scenarios_for(endpoint):
                 if not self.measure(child, spec, endpoint, port, scenario, repetition):
                     self._fail(spec.name, endpoint, repetition, "died", child.log_tail())
-                    break
+                    return
+            if endpoint.name == self.plan.fairness_endpoint:
+                self.measure_fairness(child, spec, endpoint, port, repetition)
         finally:
             child.stop()
 
@@ -215,7 +238,7 @@ class Runner:
         return Launch(
             endpoint=endpoint,
             port=port,
-            threads=plan.threads,
+            threads=endpoint.threads or plan.threads,
             project_python=plan.project_python,
             peers_bin=plan.peers_bin,
             serve_options=plan.serve_options.get(endpoint.name, frozenset()),
@@ -265,16 +288,23 @@ class Runner:
         base = RunRecord(
             *(repetition, spec.name, endpoint.name, scenario.name, scenario.mode),
             *(scenario.connections, "ok"),
+            threads=(endpoint.threads or plan.threads) if spec.uses_threads else None,
         )
+        script = endpoint.wrk_script
         if plan.warmup_s:
-            self._wrk(url, scenario, plan.warmup_s)
-        record = self._least_noisy(lambda: self._measured_run(child, url, scenario, base))
+            self._wrk(url, scenario, plan.warmup_s, script)
+            # wrk leaves its last requests in flight: let the server finish them, so that they
+            # do not queue up in front of the measured run (slow endpoints, small queues).
+            time.sleep(_SETTLE_S)
+        record = self._least_noisy(lambda: self._measured_run(child, url, scenario, base, script))
         assert not isinstance(record, str)
         self.records.append(record)
         self._report_run(record)
         return child.is_running()
 
-    def _wrk(self, url: str, scenario: Scenario, duration_s: int) -> tuple[LoadResult | None, str]:
+    def _wrk(
+        self, url: str, scenario: Scenario, duration_s: int, script: Path | None
+    ) -> tuple[LoadResult | None, str]:
         plan = self.plan
         return run_wrk(
             plan.wrk,
@@ -283,15 +313,59 @@ class Runner:
             duration_s=duration_s,
             timeout_s=plan.wrk_timeout_s,
             pin=plan.client_pin,
+            script=script,
         )
 
     def _measured_run(
-        self, child: ChildProcess, url: str, scenario: Scenario, base: RunRecord
+        self,
+        child: ChildProcess,
+        url: str,
+        scenario: Scenario,
+        base: RunRecord,
+        script: Path | None,
     ) -> RunRecord:
         before, started = CpuSample.take(child.pgid), time.monotonic()
-        result, output = self._wrk(url, scenario, self.plan.duration_s)
+        result, output = self._wrk(url, scenario, self.plan.duration_s, script)
         noise = other_cpus(before, CpuSample.take(child.pgid), time.monotonic() - started)
-        return _load_record(replace(base, other_cpus=noise), result, output)
+        measured = replace(base, other_cpus=noise, rss_mb=group_rss_mb(child.pgid))
+        return _load_record(measured, result, output)
+
+    def measure_fairness(
+        self, child: ChildProcess, spec: ServerSpec, endpoint: Endpoint, port: int, repetition: int
+    ) -> None:
+        """Responses per keep-alive connection (harness/fairness.py, pinned like wrk)."""
+        plan = self.plan
+        scenario = Scenario(plan.fairness_connections, keepalive=True)
+        base = RunRecord(
+            *(repetition, spec.name, endpoint.name, FAIRNESS_PREFIX + scenario.name, FAIRNESS),
+            *(scenario.connections, "ok"),
+            threads=(endpoint.threads or plan.threads) if spec.uses_threads else None,
+        )
+        record = self._least_noisy(lambda: self._fairness_run(child, endpoint, port, base))
+        assert not isinstance(record, str)
+        self.records.append(record)
+        self._report_run(record)
+
+    def _fairness_run(
+        self, child: ChildProcess, endpoint: Endpoint, port: int, base: RunRecord
+    ) -> RunRecord:
+        plan = self.plan
+        argv = [
+            *plan.client_pin,
+            sys.executable,
+            str(BENCH_DIR / "harness" / "fairness.py"),
+            *("--port", str(port), "--path", endpoint.path),
+            *("--connections", str(plan.fairness_connections)),
+            *("--duration", str(plan.fairness_duration_s)),
+        ]
+        before, started = CpuSample.take(child.pgid), time.monotonic()
+        result = run_bounded(argv, timeout_s=plan.fairness_duration_s + 60, env=child_env())
+        noise = other_cpus(before, CpuSample.take(child.pgid), time.monotonic() - started)
+        lines = result.output.strip().splitlines()
+        if not result.ok or not lines or not lines[-1].startswith("{"):
+            note = (" | ".join(lines[-3:]) or "no output")[:300]
+            return replace(base, status="load failed", note=note, other_cpus=noise)
+        return _fairness_record(replace(base, other_cpus=noise), json.loads(lines[-1]))
 
     def _report_run(self, record: RunRecord) -> None:
         rate = "-" if record.rps is None else f"{record.rps:,.0f}"
@@ -299,10 +373,34 @@ class Runner:
         flag = "" if record.status == "ok" else f"  [{record.status}: {record.note}]"
         if record.noisy:
             flag += f"  [noisy: other processes used {record.other_cpus:.2f} CPU]"
+        if record.rss_mb is not None:
+            p99 += f"  rss {record.rss_mb:.0f} MiB"
+        if record.conn_min is not None:
+            p99 += f"  per-conn min {record.conn_min} max {record.conn_max}"
         self.progress(
-            f"r{record.repetition} {record.endpoint:5} {record.server:16} {record.scenario:14} "
+            f"r{record.repetition} {record.endpoint:11} {record.server:16} {record.scenario:14} "
             f"{rate:>10} req/s{p99}{flag}"
         )
+
+
+def _fairness_record(base: RunRecord, measured: dict[str, object]) -> RunRecord:
+    counts = [int(count) for count in measured["counts"]]  # type: ignore[union-attr]
+    errors = int(measured["errors"])  # type: ignore[call-overload]
+    reconnects = int(measured["reconnects"])  # type: ignore[call-overload]
+    notes = [f"{errors} errors"] if errors else []
+    notes += [f"server closed connections {reconnects} times"] if reconnects else []
+    return replace(
+        base,
+        status="errors" if errors else "ok",
+        rps=sum(counts) / float(measured["elapsed"]),  # type: ignore[arg-type]
+        requests=sum(counts),
+        socket_errors=errors,
+        note=", ".join(notes),
+        conn_min=min(counts),
+        conn_median=statistics.median(counts),
+        conn_max=max(counts),
+        conn_zero=counts.count(0),
+    )
 
 
 def _load_record(base: RunRecord, result: LoadResult | None, output: str) -> RunRecord:
@@ -331,16 +429,14 @@ def probe_serve_options(python: str, endpoint: Endpoint) -> frozenset[str]:
     return frozenset(re.findall(r"--[a-z][a-z0-9-]+", result.output)) if result.ok else frozenset()
 
 
-def prepare_endpoint(
-    python: str, endpoint: Endpoint, log_dir: Path, *, migrate: bool
-) -> str | None:
-    """testproject: migrate + collectstatic (bounded); returns why it is unusable, or None."""
-    if endpoint.name != "json":
-        return None
+_PREPARED: dict[str, str | None] = {}  # testproject: migrate + collectstatic, done once
+
+
+def _prepare_testproject(python: str, endpoint: Endpoint, log_dir: Path) -> str | None:
     if not (endpoint.app_dir / "manage.py").exists():
         return f"{endpoint.app_dir}/manage.py not found (testproject not written yet?)"
     WORK_DIR.mkdir(parents=True, exist_ok=True)
-    for command in (["migrate", "--noinput"], ["collectstatic", "--noinput"]) if migrate else ():
+    for command in (["migrate", "--noinput"], ["collectstatic", "--noinput"]):
         argv = endpoint.manage(python, *command)
         result = run_bounded(argv, timeout_s=300, cwd=endpoint.app_dir, env=server_env(endpoint))
         (log_dir / f"prepare-{command[0]}.log").write_text(result.output)
@@ -348,3 +444,16 @@ def prepare_endpoint(
             tail = " | ".join(result.output.strip().splitlines()[-2:])
             return f"manage.py {' '.join(command)} failed: {tail[:300]}"
     return None
+
+
+def prepare_endpoint(
+    python: str, endpoint: Endpoint, log_dir: Path, *, migrate: bool
+) -> str | None:
+    """testproject: migrate + collectstatic (bounded, once); why it is unusable, or None."""
+    if not endpoint.in_testproject:
+        return None
+    if not migrate:
+        return None
+    if "testproject" not in _PREPARED:
+        _PREPARED["testproject"] = _prepare_testproject(python, endpoint, log_dir)
+    return _PREPARED["testproject"]

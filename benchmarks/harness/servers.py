@@ -8,9 +8,11 @@ argv that starts it with ONE worker process listening on 127.0.0.1:port.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from harness.loadgen import Scenario
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -26,18 +28,49 @@ WORK_DIR = BENCH_DIR / ".work"
 HELLO_BODY = b"Hello, World!"
 HELLO_SETTINGS = "benchmarks.apps.hello_settings"
 OURS = "ours"
+POST_BODY_BYTES = 100 * 1024  # the body benchmarks/apps/post_100k.lua sends
+POST_BODY_BYTE = b"x"
+FILE_BYTES = 1024 * 1024
 
 
 def _check_hello(body: bytes) -> str | None:
     return None if body == HELLO_BODY else f"unexpected body {body[:60]!r}"
 
 
-def _check_json(body: bytes) -> str | None:
+def _json_object(body: bytes) -> dict[str, object] | str:
     try:
         document = json.loads(body)
     except ValueError:
         return f"body is not JSON: {body[:60]!r}"
-    return None if isinstance(document, dict) else f"body is not a JSON object: {body[:60]!r}"
+    return document if isinstance(document, dict) else f"body is not a JSON object: {body[:60]!r}"
+
+
+def _check_json(body: bytes) -> str | None:
+    document = _json_object(body)
+    return document if isinstance(document, str) else None
+
+
+def _check_echo(body: bytes) -> str | None:
+    document = _json_object(body)
+    if isinstance(document, str):
+        return document
+    length = document.get("body_length")
+    return None if length == POST_BODY_BYTES else f"echo saw {length!r} body bytes"
+
+
+def _check_html(body: bytes) -> str | None:
+    return None if b"</html>" in body.lower() else f"not an HTML page: {body[:60]!r}"
+
+
+def _check_size(size: int) -> Callable[[bytes], str | None]:
+    def check(body: bytes) -> str | None:
+        return None if len(body) == size else f"{len(body)} bytes instead of {size}"
+
+    return check
+
+
+def _check_slept(body: bytes) -> str | None:
+    return None if body.startswith(b"slept") else f"unexpected body {body[:60]!r}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,27 +86,64 @@ class Endpoint:
     manage_suffix: tuple[str, ...]
     check_body: Callable[[bytes], str | None]
     env: tuple[tuple[str, str], ...] = ()  # extra environment of every process serving it
+    method: str = "GET"
+    body_bytes: int = 0  # POST body size (the same bytes wrk's Lua script sends)
+    wrk_script: Path | None = None  # wrk -s (a POST body)
+    scenarios: tuple[Scenario, ...] = ()  # () = the plan's scenarios
+    servers: tuple[str, ...] = ()  # () = every selected server
+    threads: int | None = None  # thread count for threaded servers (None = the plan's)
+    inprocess: bool = True  # benchmarks/inprocess.py knows this endpoint
+    note: str = ""  # printed under the endpoint's heading
 
     def manage(self, python: str, command: str, *args: str) -> list[str]:
         """argv of a Django management command run against this endpoint's settings."""
         return [python, *self.manage_prefix, command, *args, *self.manage_suffix]
 
+    @property
+    def in_testproject(self) -> bool:
+        return self.app_dir == TESTPROJECT_DIR
 
-ENDPOINTS = {
-    "json": Endpoint(
-        name="json",
-        path="/json",
-        title="Django JSON view (testproject /json)",
+    def request_body(self) -> bytes:
+        return POST_BODY_BYTE * self.body_bytes
+
+
+def _testproject(name: str, path: str, title: str, check: Callable[..., str | None], **extra: Any):
+    return Endpoint(
+        name=name,
+        path=path,
+        title=title,
         wsgi_app="testproject.wsgi:application",
         app_dir=TESTPROJECT_DIR,
         manage_prefix=("manage.py",),
         manage_suffix=(),
-        check_body=_check_json,
+        check_body=check,
         env=(
             ("TESTPROJECT_DB", str(WORK_DIR / "db.sqlite3")),
             ("TESTPROJECT_STATIC_ROOT", str(WORK_DIR / "staticfiles")),
+            ("TESTPROJECT_MEDIA_ROOT", str(WORK_DIR / "media")),
         ),
-    ),
+        **extra,
+    )
+
+
+KEEPALIVE_C64 = (Scenario(64, keepalive=True),)
+# Secondary endpoints skip runserver and gunicorn sync (no keep-alive; hello and json have
+# them for reference), so that the full suite stays near 20 minutes.
+KEEPALIVE_SERVERS = (
+    OURS,
+    "gunicorn-gthread",
+    "waitress",
+    "gunicorn-gevent",
+    "uwsgi",
+    "granian",
+    "cheroot",
+    f"{OURS}-accesslog",
+)
+BLOCKING_SERVERS = (OURS, "gunicorn-gevent", "gunicorn-gthread", "waitress")
+STATIC_SERVERS = (OURS, f"{OURS}-accesslog")
+DEFAULT_BLOCKING_THREADS = 256
+
+ENDPOINTS = {
     "hello": Endpoint(
         name="hello",
         path="/",
@@ -83,6 +153,57 @@ ENDPOINTS = {
         manage_prefix=("-m", "django"),
         manage_suffix=(f"--settings={HELLO_SETTINGS}",),
         check_body=_check_hello,
+    ),
+    "json": _testproject("json", "/json", "Django JSON view (testproject /json)", _check_json),
+    "template-db": _testproject(
+        "template-db",
+        "/template-db/",
+        "Django template page with one DB query (testproject /template-db/)",
+        _check_html,
+        scenarios=KEEPALIVE_C64,
+        servers=KEEPALIVE_SERVERS,
+    ),
+    "post-100k": _testproject(
+        "post-100k",
+        "/echo/",
+        "POST with a 100 KB body (testproject /echo/ reads and hashes it)",
+        _check_echo,
+        method="POST",
+        body_bytes=POST_BODY_BYTES,
+        wrk_script=BENCH_DIR / "apps" / "post_100k.lua",
+        scenarios=KEEPALIVE_C64,
+        servers=KEEPALIVE_SERVERS,
+    ),
+    "file-1m": _testproject(
+        "file-1m",
+        f"/download-sized/{FILE_BYTES}",
+        "1 MB FileResponse (testproject /download-sized/1048576)",
+        _check_size(FILE_BYTES),
+        scenarios=KEEPALIVE_C64,
+        servers=KEEPALIVE_SERVERS,
+    ),
+    "static": _testproject(
+        "static",
+        "/static/bench/small.css",  # replaced by the hashed name from staticfiles.json
+        "static file, 2 KB CSS (STATIC_ROOT after collectstatic)",
+        _check_size(0),  # resolve_static() sets the size
+        servers=STATIC_SERVERS,
+        inprocess=False,
+        note="Only our server: it answers STATIC_ROOT from its I/O loop (whitenoise's rules). "
+        "testproject has no WhiteNoiseMiddleware, so the peers would answer 404 here; "
+        "benchmarks/static.py compares static serving with whitenoise and nginx.",
+    ),
+    "sleep-50ms": _testproject(
+        "sleep-50ms",
+        "/sleep/?s=0.05",
+        "blocking view: 50 ms of simulated I/O (testproject /sleep/?s=0.05), 256 connections",
+        _check_slept,
+        scenarios=(Scenario(256, keepalive=True),),
+        servers=BLOCKING_SERVERS,
+        threads=DEFAULT_BLOCKING_THREADS,
+        inprocess=False,
+        note="Threaded servers get the thread count shown; gunicorn-gevent runs "
+        "--worker-connections 1000. RSS: the server's whole process tree after the run.",
     ),
 }
 
@@ -254,3 +375,16 @@ _SPECS = (
     ),
 )
 SERVERS = {spec.name: spec for spec in _SPECS}
+
+
+def resolve_static(endpoint: Endpoint) -> Endpoint | str:
+    """``endpoint`` with the hashed URL collectstatic gave its file, or why there is none."""
+    static_root = WORK_DIR / "staticfiles"
+    original = endpoint.path.removeprefix("/static/")
+    try:
+        manifest = json.loads((static_root / "staticfiles.json").read_text())
+        hashed = manifest["paths"][original]
+        size = (static_root / hashed).stat().st_size
+    except (OSError, ValueError, KeyError) as exc:
+        return f"no hashed name for {original} in {static_root}/staticfiles.json: {exc!r}"
+    return replace(endpoint, path=f"/static/{hashed}", check_body=_check_size(size))

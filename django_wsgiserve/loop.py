@@ -221,18 +221,8 @@ class Loop:
         self._set_accepting(True)
         if on_ready is not None:
             on_ready()
-        select = self._selector.select
         while self.state is not LoopState.STOPPED:
-            timeout = max(0.0, self._next_tick - self.now)
-            for key, mask in select(timeout):
-                target = key.data
-                if type(target) is Connection:
-                    if mask & selectors.EVENT_READ:
-                        target.on_readable()
-                    if mask & selectors.EVENT_WRITE and target.state is not ConnectionState.CLOSED:
-                        target.on_writable()
-                else:
-                    target()
+            self.run_once(max(0.0, self._next_tick - self.now))
             self.now = now = self._clock()
             if now >= self._next_tick:
                 self._tick(now)
@@ -241,6 +231,20 @@ class Loop:
             if self.state is LoopState.DRAINING:
                 self._check_drained()
         self._close_all()
+
+    def run_once(self, timeout: float) -> int:
+        """Wait up to ``timeout`` for events and handle them; return how many (loop thread)."""
+        events = self._selector.select(timeout)
+        for key, mask in events:
+            target = key.data
+            if type(target) is Connection:
+                if mask & selectors.EVENT_READ:
+                    target.on_readable()
+                if mask & selectors.EVENT_WRITE and target.state is not ConnectionState.CLOSED:
+                    target.on_writable()
+            else:
+                target()
+        return len(events)
 
     def set_interest(self, connection: Connection, *, read: bool, write: bool) -> None:
         """(Un)register ``connection`` for readability and writability (loop thread)."""

@@ -24,6 +24,10 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 REPO = Path(__file__).resolve().parent.parent
 SHIM = Path(__file__).resolve().parent / "exec_shim.py"
@@ -59,8 +63,13 @@ class NotifyListener:
         self.messages: list[str] = []
 
     def wait_for(self, text: str, timeout: float) -> bool:
+        """Collect datagrams until one contains ``text``; False on timeout."""
+        return self.wait_until(lambda messages: any(text in m for m in messages), timeout)
+
+    def wait_until(self, predicate: Callable[[list[str]], bool], timeout: float) -> bool:
+        """Collect datagrams until ``predicate(messages)`` holds; False on timeout."""
         end = time.monotonic() + timeout
-        while not any(text in message for message in self.messages):
+        while not predicate(self.messages):
             remaining = end - time.monotonic()
             if remaining <= 0:
                 return False

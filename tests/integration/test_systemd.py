@@ -298,15 +298,7 @@ def _wait_for(
     notify: NotifyListener, predicate: Callable[[list[str]], bool], timeout: float
 ) -> bool:
     """Collect datagrams until ``predicate(messages)`` holds; False on timeout."""
-    deadline = time.monotonic() + timeout
-    while not predicate(notify.messages):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        readable, _, _ = select.select([notify.sock], [], [], remaining)
-        if readable:
-            notify.messages.append(notify.sock.recv(65536).decode("utf-8", "replace"))
-    return True
+    return notify.wait_until(predicate, timeout)
 
 
 def _read_pending(notify: NotifyListener) -> None:

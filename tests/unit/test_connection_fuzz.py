@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import selectors
 import socket
 import threading
 import time
@@ -92,18 +91,8 @@ class Harness:
     def pump(self) -> None:
         """Run the loop's selector until nothing is ready (as ``Loop.run`` would)."""
         for _ in range(1000):
-            events = self.loop._selector.select(0)
-            if not events:
+            if not self.loop.run_once(0):
                 break
-            for key, mask in events:
-                target = key.data
-                if type(target) is Connection:
-                    if mask & selectors.EVENT_READ:
-                        target.on_readable()
-                    if mask & selectors.EVENT_WRITE and target.state is not ConnectionState.CLOSED:
-                        target.on_writable()
-                else:
-                    target()
             self.read()
         self.read()
 

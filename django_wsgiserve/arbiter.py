@@ -535,7 +535,9 @@ class Arbiter:
         urls = []
         for sock in self._listeners:
             with contextlib.suppress(OSError):
-                urls.append(sockets.listener_url(sock))
+                urls.append(
+                    sockets.listener_url(sock, scheme="https" if self.config.certfile else "http")
+                )
         return ", ".join(urls)
 
     def _write_pidfile(self) -> None:

@@ -228,16 +228,17 @@ def friendly_bind_error(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-def listener_url(sock: socket.socket) -> str:
-    """Where ``sock`` listens: ``http://127.0.0.1:8000/``, ``http://[::1]:8000/``, ``unix:/p``."""
+def listener_url(sock: socket.socket, *, scheme: str = "http") -> str:
+    """Where ``sock`` listens: ``http://127.0.0.1:8000/``, ``https://[::1]:8000/``,
+    ``unix:/p``."""
     name = sock.getsockname()
     if sock.family == socket.AF_UNIX:
         if isinstance(name, bytes):  # abstract namespace: b"\0name"
             name = name.decode("utf-8", "backslashreplace")
         return _UNIX_PREFIX + (f"@{name[1:]}" if name.startswith("\0") else name)
     if sock.family == socket.AF_INET6:
-        return f"http://[{name[0]}]:{name[1]}/"
-    return f"http://{name[0]}:{name[1]}/"
+        return f"{scheme}://[{name[0]}]:{name[1]}/"
+    return f"{scheme}://{name[0]}:{name[1]}/"
 
 
 def inherited_listeners(environ: MutableMapping[str, str]) -> list[socket.socket]:

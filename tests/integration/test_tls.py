@@ -98,6 +98,12 @@ def test_files_over_tls(tls_server: LiveServer, certificate, files_dir: Path, si
         assert len(reader.read().body) == 2_000_000
 
 
+def test_banner_and_status_say_https(tls_server: LiveServer) -> None:
+    assert "Listening at https://127.0.0.1:" in tls_server.log()
+    assert tls_server.notify is not None
+    assert any("https://127.0.0.1:" in m for m in tls_server.notify.messages if "READY=1" in m)
+
+
 def test_plain_http_on_a_tls_port_is_closed(tls_server: LiveServer) -> None:
     with tls_server.connect() as sock:
         sock.sendall(b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n")

@@ -368,11 +368,12 @@ class Command(BaseCommand):
         """Print the banner (runserver's, without the development-server warning)."""
         now = datetime.now().strftime("%B %d, %Y - %X")
         python = ".".join(str(part) for part in sys.version_info[:3])
+        scheme = "https" if config.certfile else "http"
         lines = [
             now,
             f"Django version {django.get_version()}, using settings {settings.SETTINGS_MODULE!r}",
             f"django-wsgiserve {__version__} on Python {python} (pid {os.getpid()})",
-            *(f"Listening at {sockets.listener_url(sock)}" for sock in listeners),
+            *(f"Listening at {sockets.listener_url(sock, scheme=scheme)}" for sock in listeners),
             # With --reload one worker serves in this process.
             f"Workers: {1 if config.reload else config.workers or os.cpu_count() or 1} "
             f"\N{MULTIPLICATION SIGN} {config.threads} threads",

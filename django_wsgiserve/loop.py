@@ -210,10 +210,6 @@ class Loop:
         """When a drain must end, on the loop's clock (meaningful once draining)."""
         return self._drain_deadline
 
-    @property
-    def connection_count(self) -> int:
-        return len(self._connections)
-
     # -- loop thread ---------------------------------------------------------------------
 
     def run(self, *, on_ready: Callable[[], None] | None = None) -> None:

@@ -83,9 +83,7 @@ _MAX_CACHED_KEYS = 512
 
 
 def _environ_key(name: bytes) -> str | None:
-    key = _ENVIRON_KEYS.get(name, "")
-    if key != "":
-        return key
+    """Translate a header name not in ``_ENVIRON_KEYS`` yet, and remember it."""
     text = name.decode("latin-1")
     result = None if "_" in text else "HTTP_" + text.upper().replace("-", "_")
     if len(_ENVIRON_KEYS) < _MAX_CACHED_KEYS:

@@ -10,7 +10,8 @@ Design note.
 * **Signals.** Handlers only put the signal number on a ``SimpleQueue`` and write a byte to a
   wake-up pipe; the loop dispatches to ``_handle_<name>()``. Signals are blocked around
   ``fork()`` so that a child never runs the master's handlers.
-  HUP: reload (start WORKERS new workers; once all serve, SIGTERM the old ones, which drain).
+  HUP: reload (check the configuration; start WORKERS new workers, in a re-executed master if
+  the configuration changed; once all serve, SIGTERM the old ones, which drain).
   TERM, INT: graceful drain (the master closes its listener copies, workers stop accepting and
   finish in-flight requests within GRACEFUL_TIMEOUT; exit status 0). A second INT, or QUIT:
   stop at once (SIGQUIT to the workers, SIGKILL two seconds later). TTIN/TTOU: one worker more
@@ -34,15 +35,27 @@ Design note.
 * **Reload semantics.** Workers are forked from this process, so they see the settings, the
   ServerConfig and the modules the master imported. With PRELOAD off the command's application
   loader drops the project's own modules imported after Django's setup (URLconf, views, the WSGI
-  module...) so that a HUP picks up new code for them; settings, models and installed apps
-  (imported by ``django.setup()``) and this configuration need a restart. docs/signals.md.
+  module...) so that a HUP picks up new code for them. On HUP the master first runs its command
+  line again with ``--reload-check`` (``reexec.ConfigCheck``, polled from the loop, reaped by
+  ``_reap``): a failure is logged and changes nothing (READY=1 again); an unchanged
+  configuration gives the code-only reload above; a changed one makes the master bind what the
+  new BIND adds and ``execve`` itself (same pid), handing over its listeners and workers
+  (``reexec.Handover``). The new image *adopts* those workers: RETIRING, with no heartbeat
+  pipe, so they are judged only by their exit and the graceful deadline once they get SIGTERM;
+  its own workers count as the new generation of a reload (``_undo_reload`` applies). Unix
+  socket paths the new BIND drops are removed once no adopted worker is left. docs/signals.md.
+* **Accept balance.** Before forking, the master maps a small shared table (balance.py) and
+  gives each worker a slot in it, freed when the worker is reaped; a worker publishes its
+  connection count there and steps back from accepting while it holds more than its share.
 * **systemd** (only the master notifies): READY=1 once ``target`` workers are ready, STATUS=
   when the count changes, RELOADING=1 + MONOTONIC_USEC on HUP then READY=1 when the new
-  workers serve, STOPPING=1 on TERM/INT/QUIT, WATCHDOG=1 every WATCHDOG_USEC/2, and
+  workers serve (sent by the re-executed image after a configuration change) or at once when
+  the reload failed, STOPPING=1 on TERM/INT/QUIT, WATCHDOG=1 every WATCHDOG_USEC/2, and
   EXTEND_TIMEOUT_USEC every few seconds while a drain runs.
 
 Threads: the master is single-threaded (forking a threaded process is unsafe). Must not import
-Django.
+Django. Over 500 lines because supervision, reloads and draining share the worker table and the
+one loop; the reload's own mechanics (the check child, exec, fd placement) are in reexec.py.
 """
 
 from __future__ import annotations
@@ -58,16 +71,19 @@ import pwd
 import queue
 import selectors
 import signal
+import stat
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import sockets, systemd, worker
+from . import reexec, sockets, systemd, worker
+from .balance import BalanceTable
 from .errors import WorkerExitCode
 
 if TYPE_CHECKING:
     import socket
-    from collections.abc import Callable, MutableMapping, Sequence
+    from collections.abc import Callable, Mapping, MutableMapping, Sequence
+    from typing import Any
 
     from .config import ServerConfig
     from .connection import StaticResponder
@@ -118,6 +134,9 @@ class _Worker:
     last_seen: float
     kill_at: float = math.inf
     was_killed: bool = False  # by us, with SIGKILL
+    # Forked by this master's previous image (a configuration reload): no heartbeat pipe.
+    is_adopted: bool = False
+    slot: int | None = None  # in the accept balance table (balance.py)
 
 
 class Arbiter:
@@ -137,7 +156,13 @@ class Arbiter:
         clock: Callable[[], float] = time.monotonic,
         static: StaticResponder | None = None,
         rebuild_static: Callable[[], StaticResponder | None] | None = None,
+        reload_command: Sequence[str] | None = None,
+        handover: reexec.Handover | None = None,
     ) -> None:
+        """``reload_command``: the command line that started this server, run again on SIGHUP
+        to check the configuration and to re-execute the master when it changed; None (e.g.
+        ``call_command``) reloads code only. ``handover``: what the previous image of this
+        master passed on (reexec.py); ``listeners`` are then the ones it handed over."""
         self.config = config
         # The static table (static.build_static_table) workers inherit; rebuilt on SIGHUP,
         # after a deploy's collectstatic, by ``rebuild_static``.
@@ -158,6 +183,8 @@ class Arbiter:
         self._clock = clock
         self._workers: dict[int, _Worker] = {}
         self._next_number = 1
+        # Shared connection counts, so that workers take turns accepting (balance.py).
+        self._balance = _balance_table(config.workers)
         self._signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._selector = selectors.DefaultSelector()
         self._wakeup_read, self._wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -169,6 +196,20 @@ class Arbiter:
         self._next_extend = math.inf
         self._watchdog_interval = _watchdog_interval(self._environ)
         self._next_watchdog = self.now
+        self._reload_command = list(reload_command) if reload_command else None
+        self._config_check: reexec.ConfigCheck | None = None
+        self._handover = handover
+        # The BIND entry each listener was bound for; None when systemd passed them (then a
+        # configuration reload keeps them and BIND stays ignored).
+        self._listener_specs: tuple[str, ...] | None = tuple(config.bind) if unlink_unix else None
+        # Unix socket paths dropped from BIND by a configuration reload: removed once the old
+        # workers, which still accept on them, are gone.
+        self._paths_to_unlink: tuple[str, ...] = ()
+        if handover is not None:
+            self._listener_specs = handover.bind
+            self._paths_to_unlink = handover.unlink
+            self._next_number = handover.next_number
+            self.target = handover.target or self.target
 
     # -- running ---------------------------------------------------------------------------
 
@@ -180,7 +221,12 @@ class Arbiter:
         _drop_privileges(self.config.user, self.config.group)
         worker.set_process_title(f"django-wsgiserve: master {self._title}".rstrip())
         previous = {signum: signal.signal(signum, self._on_signal) for signum in _HANDLED_SIGNALS}
-        logger.info("Master (pid %d) starting %d worker(s)", os.getpid(), self.target)
+        # A re-executed master starts with them blocked (reexec.py): what waited comes now.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED_SIGNALS)
+        if self._handover is not None:
+            self._adopt(self._handover)
+        else:
+            logger.info("Master (pid %d) starting %d worker(s)", os.getpid(), self.target)
         try:
             while self.state is not ArbiterState.STOPPED:
                 self._run_once()
@@ -202,6 +248,9 @@ class Arbiter:
         while not self._signals.empty():
             self._dispatch_signal(self._signals.get())
         self._reap()
+        if self._config_check is not None:
+            self._poll_config_check()
+        self._unlink_dropped_paths()
         self._check_deadlines()
         if self.state is ArbiterState.RUNNING:
             self._manage_workers()
@@ -229,17 +278,22 @@ class Arbiter:
     def _handle_hup(self) -> None:
         if self.state is not ArbiterState.RUNNING:
             return
-        logger.info("Reloading (SIGHUP): starting %d new worker(s)", self.target)
+        if self._config_check is not None:
+            logger.info("SIGHUP ignored: the previous one is still checking the configuration")
+            return
         systemd.notify(f"RELOADING=1\nMONOTONIC_USEC={systemd.monotonic_usec()}", self._environ)
-        self._is_reloading = True
-        if self._rebuild_static is not None:
-            try:
-                self._static = self._rebuild_static()
-            except Exception:  # keep serving the old table
-                logger.exception("Could not rebuild the static files table; keeping the old one")
-        for process in self._workers.values():
-            if process.state in (WorkerState.BOOTING, WorkerState.READY):
-                process.state = WorkerState.RETIRING
+        if self._reload_command is None:
+            self._reload_code("configuration not re-read (not started from a command line)")
+            return
+        logger.info("Reloading (SIGHUP): checking the configuration")
+        try:
+            self._config_check = reexec.ConfigCheck(
+                self._reload_command, self._environ, now=self.now
+            )
+        except OSError as exc:
+            self._reload_failed(f"could not run {self._reload_command[0]}: {exc}")
+            return
+        self._config_check.register(self._selector)
 
     def _handle_term(self) -> None:
         self._begin_drain("SIGTERM")
@@ -269,6 +323,177 @@ class Arbiter:
     def _handle_chld(self) -> None:
         """Reaping happens in every loop iteration; the signal only woke the loop."""
 
+    # -- reloading (SIGHUP) ----------------------------------------------------------------
+
+    def _reload_code(self, reason: str) -> None:
+        """The code-only reload: new workers; the old ones stop once those serve."""
+        logger.info("Reloading (SIGHUP): %s; starting %d new worker(s)", reason, self.target)
+        self._is_reloading = True
+        if self._rebuild_static is not None:
+            try:
+                self._static = self._rebuild_static()
+            except Exception:  # keep serving the old table
+                logger.exception("Could not rebuild the static files table; keeping the old one")
+        for process in self._workers.values():
+            if process.state in (WorkerState.BOOTING, WorkerState.READY):
+                process.state = WorkerState.RETIRING
+
+    def _poll_config_check(self) -> None:
+        check = self._config_check
+        assert check is not None
+        if self.state is not ArbiterState.RUNNING:  # TERM, INT or QUIT meanwhile
+            self._end_config_check()
+            return
+        if not check.is_finished:
+            if self.now >= check.deadline and not check.is_timed_out:
+                check.kill(timed_out=True)  # reaped, and reported, in a later iteration
+            return
+        result = check.result()
+        self._end_config_check()
+        if result.options is None:
+            self._reload_failed(f"the configuration could not be loaded: {result.error}")
+            return
+        changes = reexec.describe_changes(reexec.config_snapshot(self.config), result.options)
+        if changes:
+            self._reload_config(result.options, changes)
+        else:
+            self._reload_code("configuration unchanged")
+
+    def _end_config_check(self) -> None:
+        if self._config_check is not None:
+            self._config_check.close()
+            self._config_check = None
+
+    def _reload_failed(self, reason: str) -> None:
+        """Nothing changed: say why, and tell systemd (which got RELOADING=1) we serve."""
+        serving = sum(p.state in _ACTIVE for p in self._workers.values())
+        logger.error(
+            "Reload failed: %s\nStill serving with the current configuration and %d worker(s).",
+            reason,
+            serving,
+        )
+        status = "Reload failed (see the log); still serving with the current configuration"
+        systemd.notify(f"READY=1\nSTATUS={status}", self._environ)
+        self._status = status
+
+    def _reload_config(self, options: Mapping[str, Any], changes: list[str]) -> None:
+        """Re-execute the master with the new configuration (reexec.py); returns on failure."""
+        summary = ", ".join(changes)
+        if options.get("RELOAD"):
+            self._reload_failed(
+                f"the configuration changed ({summary}), but RELOAD (the autoreloader) cannot "
+                "be turned on by SIGHUP: restart the server for it"
+            )
+            return
+        assert self._reload_command is not None
+        logger.info(
+            "Reloading (SIGHUP): configuration changed (%s); re-executing the master", summary
+        )
+        try:
+            listeners, fresh, specs, dropped = self._listeners_for(options)
+        except sockets.BindError as exc:
+            self._reload_failed(
+                f"the configuration changed ({summary}), but the new BIND cannot be listened "
+                f"at: {exc.address}: {sockets.friendly_bind_error(exc)}"
+            )
+            return
+        alive = list(self._workers.values())
+        handover = reexec.Handover(
+            pid=os.getpid(),
+            workers=tuple((p.pid, p.number) for p in alive),
+            next_number=self._next_number,
+            target=self.target if options.get("WORKERS") == self.config.workers else None,
+            bind=specs,
+            unlink=tuple(dict.fromkeys((*self._paths_to_unlink, *dropped))),
+            changes=tuple(changes),
+        )
+        logger.info(
+            "Handing over %d listener(s) and %d old worker(s) (pid %s) to the new master",
+            len(listeners),
+            len(alive),
+            ", ".join(str(p.pid) for p in alive) or "none",
+        )
+        environ = reexec.exec_environ(
+            self._environ, listener_count=len(listeners), handover=handover
+        )
+        is_new_pidfile = options.get("PIDFILE") != self.config.pidfile
+        if is_new_pidfile:
+            self._remove_pidfile()
+        if self._watchdog_interval:  # the new image pings once its loop runs
+            systemd.notify("WATCHDOG=1", self._environ)
+        error = reexec.reexec(
+            self._reload_command,
+            environ,
+            [sock.fileno() for sock in listeners],
+            blocked_signals=_HANDLED_SIGNALS,
+        )
+        # Only when exec failed: everything is as it was, but the new listeners.
+        if is_new_pidfile:
+            self._write_pidfile()
+        sockets.close_listeners(fresh, unlink_unix=True)
+        self._reload_failed(f"could not re-execute {self._reload_command[0]}: {error}")
+
+    def _listeners_for(
+        self, options: Mapping[str, Any]
+    ) -> tuple[list[socket.socket], list[socket.socket], tuple[str, ...] | None, tuple[str, ...]]:
+        """The listeners of the new configuration, those bound for it now, their BIND entries
+        (None: systemd's) and the unix paths it drops. Raises BindError."""
+        if self._listener_specs is None:  # socket activation: BIND stays ignored
+            return list(self._listeners), [], None, ()
+        wanted = tuple(str(spec) for spec in options["BIND"])
+        listeners, fresh = sockets.reuse_or_bind_listeners(
+            list(zip(self._listener_specs, self._listeners, strict=False)),
+            wanted,
+            backlog=int(options["BACKLOG"]),
+        )
+        kept = {sockets.parse_bind(spec) for spec in wanted}
+        dropped = tuple(
+            address.path
+            for address in map(sockets.parse_bind, self._listener_specs)
+            if address.path and address not in kept
+        )
+        return listeners, fresh, wanted, dropped
+
+    def _adopt(self, handover: reexec.Handover) -> None:
+        """The new image of a re-executed master takes over the previous image's workers."""
+        adopted = []
+        for pid, number in handover.workers:
+            process = _Worker(pid, number, -1, WorkerState.RETIRING, self.now, is_adopted=True)
+            try:
+                reaped, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                logger.warning("Old worker %d (pid %d) is gone; nothing to adopt", number, pid)
+                continue
+            if reaped:  # it exited while this image started
+                _log_exit(process, os.waitstatus_to_exitcode(status))
+                continue
+            self._workers[pid] = process
+            adopted.append(process)
+        self._is_reloading = bool(adopted)
+        logger.info(
+            "Master (pid %d) re-executed with the new configuration (%s); adopted %d old "
+            "worker(s) (pid %s), which serve until %d new worker(s) are ready",
+            os.getpid(),
+            ", ".join(handover.changes) or "unchanged",
+            len(adopted),
+            ", ".join(str(p.pid) for p in adopted) or "none",
+            self.target,
+        )
+
+    def _unlink_dropped_paths(self) -> None:
+        """Remove the unix sockets dropped from BIND once no old worker accepts on them."""
+        if not self._paths_to_unlink or any(p.is_adopted for p in self._workers.values()):
+            return
+        listening = {sockets.parse_bind(spec).path for spec in self._listener_specs or ()}
+        for path in self._paths_to_unlink:
+            if path in listening:  # back in BIND since
+                continue
+            with contextlib.suppress(OSError):
+                if stat.S_ISSOCK(os.stat(path).st_mode):
+                    os.unlink(path)
+                    logger.info("Removed %s, no longer in BIND", path)
+        self._paths_to_unlink = ()
+
     # -- workers ---------------------------------------------------------------------------
 
     def _manage_workers(self) -> None:
@@ -288,6 +513,7 @@ class Arbiter:
 
     def _spawn(self) -> None:
         number, self._next_number = self._next_number, self._next_number + 1
+        slot = self._balance.claim() if self._balance is not None else None
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED_SIGNALS)
         try:
@@ -296,6 +522,8 @@ class Arbiter:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             os.close(read_fd)
             os.close(write_fd)
+            if self._balance is not None:
+                self._balance.release(slot)
             logger.error("Could not fork worker %d: %s", number, exc)
             return
         if pid == 0:  # the child: never returns from run_child
@@ -310,11 +538,12 @@ class Arbiter:
                 signal_mask=mask,
                 title=self._title,
                 static=self._static,
+                share=self._balance.share(slot) if self._balance and slot is not None else None,
             )
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(write_fd)
         os.set_blocking(read_fd, False)
-        self._workers[pid] = _Worker(pid, number, read_fd, WorkerState.BOOTING, self.now)
+        self._workers[pid] = _Worker(pid, number, read_fd, WorkerState.BOOTING, self.now, slot=slot)
         self._selector.register(
             read_fd, selectors.EVENT_READ, functools.partial(self._on_message, pid)
         )
@@ -362,9 +591,14 @@ class Arbiter:
                 return
             if pid == 0:
                 return
+            if self._config_check is not None and pid == self._config_check.pid:
+                self._config_check.exited(os.waitstatus_to_exitcode(status))
+                continue
             process = self._workers.pop(pid, None)
             if process is None:
                 continue
+            if self._balance is not None:
+                self._balance.release(process.slot)
             self._close_channel(process)
             code = os.waitstatus_to_exitcode(status)
             _log_exit(process, code)
@@ -430,7 +664,7 @@ class Arbiter:
                 process.kill_at = math.inf
                 process.was_killed = True
                 self._kill(process, signal.SIGKILL)
-            elif process.state in _JUDGED_BY_HEARTBEAT:
+            elif process.state in _JUDGED_BY_HEARTBEAT and not process.is_adopted:
                 limit = (
                     _BOOT_TIMEOUT_S
                     if process.state is WorkerState.BOOTING
@@ -492,6 +726,7 @@ class Arbiter:
 
     def _kill_all(self) -> None:
         """Leave no worker behind, whatever happened (SIGKILL, then reap)."""
+        self._end_config_check()
         for process in list(self._workers.values()):
             self._kill(process, signal.SIGKILL)
         for pid in list(self._workers):
@@ -501,6 +736,7 @@ class Arbiter:
 
     def _close(self) -> None:
         sockets.close_listeners(self._listeners, unlink_unix=self._unlink_unix)
+        self._unlink_dropped_paths()
         self._selector.close()
         os.close(self._wakeup_read)
         os.close(self._wakeup_write)
@@ -512,13 +748,13 @@ class Arbiter:
         ready = sum(p.state is WorkerState.READY for p in self._workers.values())
         if self.state is ArbiterState.RUNNING:
             status = f"{ready} of {self.target} worker(s) ready; listening at {self._urls()}"
-            if ready >= self.target and not self._is_ready_notified:
+            if ready >= self.target and (self._is_reloading or not self._is_ready_notified):
+                if self._is_reloading:
+                    logger.info("Reloaded: %d new worker(s) ready", ready)
+                else:
+                    logger.info("%d worker(s) ready", ready)
                 self._is_ready_notified = True
-                logger.info("%d worker(s) ready", ready)
-                systemd.notify(f"READY=1\nSTATUS={status}", self._environ)
-            elif ready >= self.target and self._is_reloading:
                 self._is_reloading = False
-                logger.info("Reloaded: %d new worker(s) ready", ready)
                 systemd.notify(f"READY=1\nSTATUS={status}", self._environ)
             elif status != self._status:
                 systemd.notify(f"STATUS={status}", self._environ)
@@ -542,27 +778,41 @@ class Arbiter:
 
     def _write_pidfile(self) -> None:
         path = self.config.pidfile
-        if not path:
-            return
+        if not path or _read_pid(path) == os.getpid():
+            return  # e.g. re-executed (SIGHUP): the pid is the same
         temporary = f"{path}.{os.getpid()}.tmp"
-        with open(temporary, "w", encoding="ascii") as pidfile:
-            pidfile.write(f"{os.getpid()}\n")
-        os.replace(temporary, path)  # atomic: a reader never sees a half-written file
+        try:
+            with open(temporary, "w", encoding="ascii") as pidfile:
+                pidfile.write(f"{os.getpid()}\n")
+            os.replace(temporary, path)  # atomic: a reader never sees a half-written file
+        except OSError as exc:
+            if self._handover is None:
+                raise
+            # Re-executed after USER dropped root, a new PIDFILE may not be writable: that must
+            # not stop a server that is serving.
+            logger.error("Could not write PIDFILE %s: %s", path, exc)
 
     def _remove_pidfile(self) -> None:
         path = self.config.pidfile
         if not path:
             return
         try:
-            with open(path, encoding="ascii") as pidfile:
-                if pidfile.read().strip() == str(os.getpid()):
-                    os.unlink(path)
+            if _read_pid(path) == os.getpid():
+                os.unlink(path)
         except OSError as exc:
             logger.warning("Could not remove PIDFILE %s: %s", path, exc)
 
 
 _ACTIVE = (WorkerState.BOOTING, WorkerState.READY)
 _JUDGED_BY_HEARTBEAT = (WorkerState.BOOTING, WorkerState.READY, WorkerState.RETIRING)
+
+
+def _read_pid(path: str) -> int | None:
+    try:
+        with open(path, encoding="ascii") as pidfile:
+            return int(pidfile.read().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def describe_exit(code: int, *, was_killed: bool = False) -> str:
@@ -573,6 +823,16 @@ def describe_exit(code: int, *, was_killed: bool = False) -> str:
     if -code == signal.SIGKILL and not was_killed:
         return f"was killed by {name}: probably out of memory (or kill -9)"
     return f"was killed by {name}"
+
+
+def _balance_table(workers: int) -> BalanceTable | None:
+    # Room for a reload's second generation and some SIGTTIN; a worker beyond it accepts
+    # without balance. Each accept reads every slot, so the table stays small.
+    try:
+        return BalanceTable(max(16, 4 * workers))
+    except (OSError, ValueError) as exc:  # no shared anonymous mmap here: accept as it comes
+        logger.warning("Accept balance between workers is off: %s", exc)
+        return None
 
 
 def _log_exit(process: _Worker, code: int) -> None:

@@ -16,6 +16,9 @@ the excess waits in the kernel's backlog (or goes to another worker) instead of 
 MAX_QUEUED_REQUESTS requests already wait for a thread, a new request is answered at once with
 503 and Retry-After (and a WARNING at most every ``_OVERLOAD_LOG_INTERVAL_S``), so a burst
 cannot build a queue that clients time out in anyway.
+In a forked worker the listeners are shared with the other workers: the loop publishes its
+connection count and, holding more than its share, unregisters the listeners for a few
+milliseconds so that a worker with fewer takes the next connection (``balance.py``).
 
 Shutdown is an explicit state: ``request_stop()`` (safe from a signal handler) makes the loop
 stop accepting, close idle keep-alive connections, answer the rest with ``Connection: close``
@@ -43,6 +46,7 @@ from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
 from . import tls
+from .balance import BACKOFF_S
 from .connection import Connection, ConnectionState, WorkerStats
 from .http.writer import ResponseWriter
 from .proxy import parse_trusted_proxies
@@ -53,6 +57,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from .accesslog import AccessLog
+    from .balance import WorkerShare
     from .config import ServerConfig
     from .connection import StaticResponder
     from .http.events import Request
@@ -134,6 +139,7 @@ class Loop:
         on_tick: Callable[[float], None] | None = None,
         on_drain: Callable[[], None] | None = None,
         static: StaticResponder | None = None,
+        share: WorkerShare | None = None,
     ) -> None:
         self.limits = Limits.from_config(config)
         self.writer = ResponseWriter(server_header=config.server_header)
@@ -172,6 +178,10 @@ class Loop:
         self._wakeup_pending = False
         self._stop_requested = False
         self._is_accepting = False
+        # Accept balance between the master's workers (balance.py): when this worker holds
+        # more than its share it stops watching the listeners until _accept_paused_until.
+        self._share = share
+        self._accept_paused_until = 0.0
         self._drain_deadline = -1.0
         self._next_tick = self.now + _TICK_S
         self._listeners = [
@@ -218,8 +228,13 @@ class Loop:
         if on_ready is not None:
             on_ready()
         while self.state is not LoopState.STOPPED:
-            self.run_once(max(0.0, self._next_tick - self.now))
+            wake_at = self._next_tick
+            if self._accept_paused_until:
+                wake_at = min(wake_at, self._accept_paused_until)
+            self.run_once(max(0.0, wake_at - self.now))
             self.now = now = self._clock()
+            if self._accept_paused_until and now >= self._accept_paused_until:
+                self._resume_accepting()
             if now >= self._next_tick:
                 self._tick(now)
             if self._stop_requested and self.state is LoopState.RUNNING:
@@ -319,12 +334,10 @@ class Loop:
                 self._selector.unregister(connection.fd)
             connection.is_reading_enabled = connection.is_writing_enabled = False
         self._connections.discard(connection)
-        if (
-            not self._is_accepting
-            and self.state is LoopState.RUNNING
-            and len(self._connections) < self._config.max_connections
-        ):
-            self._set_accepting(True)
+        if self._share is not None and self.state is LoopState.RUNNING:
+            self._share.update(len(self._connections))
+        if not self._is_accepting and not self._accept_paused_until:
+            self._resume_accepting()
 
     # -- internals (loop thread) ----------------------------------------------------------
 
@@ -349,7 +362,13 @@ class Loop:
     def _accept(self, listener: _Listener) -> None:
         accept = listener.sock.accept
         now = self.now
+        share = self._share
         for _ in range(self._accepts_per_event):
+            if share is not None and share.should_yield(len(self._connections)):
+                # Another worker holds fewer connections: let it take this one.
+                self._set_accepting(False)
+                self._accept_paused_until = now + BACKOFF_S
+                return
             try:
                 sock, address = accept()
             except (BlockingIOError, InterruptedError):
@@ -371,10 +390,21 @@ class Loop:
                 )
             connection = Connection(sock, peer, loop=self, template=listener.template, now=now)
             self._connections.add(connection)
+            if share is not None:
+                share.update(len(self._connections))
             self.set_interest(connection, read=True, write=False)
             if len(self._connections) >= self._config.max_connections:
                 self._set_accepting(False)
                 return
+
+    def _resume_accepting(self) -> None:
+        """Watch the listeners again, unless draining or at MAX_CONNECTIONS."""
+        self._accept_paused_until = 0.0
+        if (
+            self.state is LoopState.RUNNING
+            and len(self._connections) < self._config.max_connections
+        ):
+            self._set_accepting(True)
 
     def _set_accepting(self, enabled: bool) -> None:
         if enabled == self._is_accepting:
@@ -422,6 +452,9 @@ class Loop:
         if self._drain_deadline != 0.0:  # 0.0: a second signal asked to stop at once
             self._drain_deadline = self.now + self._config.graceful_timeout
         self._set_accepting(False)
+        self._accept_paused_until = 0.0
+        if self._share is not None:
+            self._share.leave()
         if self._on_drain is not None:
             self._on_drain()
         for connection in list(self._connections):

@@ -7,7 +7,8 @@ Design note:
   ``ConfigError`` naming ``BIND`` and the value's source.
 * ``bind_listeners()`` binds every address or none: on the first failure the sockets already
   bound are closed and a ``BindError`` (an ``OSError`` carrying the address) is raised;
-  ``friendly_bind_error()`` words it the way ``runserver`` does.
+  ``friendly_bind_error()`` words it the way ``runserver`` does. ``reuse_or_bind_listeners()``
+  does the same for a configuration reload, reusing the listeners of addresses kept in BIND.
 * Every listener returned is non-blocking (the worker's loop accepts from a selector) and
   close-on-exec (Python sockets are non-inheritable by default, PEP 446; systemd's fds are made so
   by ``systemd.listen_fds()``). TCP_NODELAY is set per accepted connection by the loop, because
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING
 from django_wsgiserve import systemd
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, MutableMapping
+    from collections.abc import Iterable, MutableMapping, Sequence
 
 __all__ = [
     "DEFAULT_HOST",
@@ -48,6 +49,7 @@ __all__ = [
     "listener_url",
     "parse_bind",
     "raise_file_limit",
+    "reuse_or_bind_listeners",
     "share_with_reloader_child",
 ]
 
@@ -154,6 +156,23 @@ def bind_listeners(addresses: Iterable[BindAddress], *, backlog: int) -> list[so
         close_listeners(listeners, unlink_unix=True)
         raise
     return listeners
+
+
+def reuse_or_bind_listeners(
+    current: Sequence[tuple[str, socket.socket]], wanted: Sequence[str], *, backlog: int
+) -> tuple[list[socket.socket], list[socket.socket]]:
+    """The listeners for the ``wanted`` BIND entries, in their order, and those bound now.
+
+    ``current`` pairs each open listener with the BIND entry it was bound for; one bound for
+    the same address (as parsed: ``"8000"`` is ``"127.0.0.1:8000"``) is reused, the other
+    addresses are bound (all or nothing: ``BindError``). Used by a configuration reload, which
+    must know every address can be listened on before it re-executes the master.
+    """
+    addresses = [parse_bind(spec) for spec in wanted]
+    reusable = {parse_bind(spec): sock for spec, sock in current}
+    fresh = bind_listeners([a for a in addresses if a not in reusable], backlog=backlog)
+    pending = iter(fresh)
+    return [reusable[a] if a in reusable else next(pending) for a in addresses], fresh
 
 
 def _bind_one(address: BindAddress, *, backlog: int) -> socket.socket:

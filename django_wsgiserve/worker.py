@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     import socket
     from collections.abc import Callable, Iterable, Sequence
 
+    from .balance import WorkerShare
     from .config import ServerConfig
     from .connection import StaticResponder
     from .wsgi import WSGIApplication
@@ -93,10 +94,12 @@ def serve(
     multiprocess: bool = False,
     channel_fd: int | None = None,
     static: StaticResponder | None = None,
+    share: WorkerShare | None = None,
 ) -> None:
     """Serve ``application`` on ``listeners`` until SIGTERM/SIGINT, then drain (main thread).
 
-    ``channel_fd`` is the write end of the pipe to the master, for forked workers only.
+    ``channel_fd`` is the write end of the pipe to the master and ``share`` this worker's slot
+    in the master's accept balance table, for forked workers only.
     """
     access_log = None
     if config.access_log:
@@ -120,6 +123,7 @@ def serve(
         # process has, new connections are refused rather than left in the backlog.
         on_drain=(lambda: _close_sockets(listeners)) if channel_fd is not None else None,
         static=static,  # static.build_static_table(), built once before fork
+        share=share,
     )
     monitor.loop = loop
     # Under --reload, Django's autoreloader runs us in a thread: signals stay with it.
@@ -186,6 +190,7 @@ def run_child(
     signal_mask: Iterable[int],
     title: str,
     static: StaticResponder | None = None,
+    share: WorkerShare | None = None,
 ) -> NoReturn:
     """The whole life of a forked worker; ends the process with a ``WorkerExitCode``."""
     code: int = WorkerExitCode.BOOT_FAILED
@@ -208,6 +213,7 @@ def run_child(
                 multiprocess=True,
                 channel_fd=channel_fd,
                 static=static,
+                share=share,
             )
             code = WorkerExitCode.OK
     except BaseException:

@@ -1,18 +1,26 @@
 """Pieces of the master and the worker monitor without forking: exit descriptions, the
-systemd watchdog interval, log reopening, RSS, and the stuck-request report."""
+systemd watchdog interval, log reopening, RSS, the stuck-request report, and the parts of a
+configuration reload that need no server (reexec.py): the change summary, the check's output,
+the handover, the placement of the listeners at fds 3.., the check child, failed exec."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import selectors
 import signal
+import socket
+import sys
 import threading
+import time
 
 import pytest
 
-from django_wsgiserve import worker
+from django_wsgiserve import reexec, systemd, worker
 from django_wsgiserve.arbiter import _watchdog_interval, describe_exit
 from django_wsgiserve.config import resolve_config
+from django_wsgiserve.sockets import BindError, reuse_or_bind_listeners
 
 
 @pytest.mark.parametrize(
@@ -133,3 +141,287 @@ def test_max_requests_retires_once(caplog):
     os.close(write_fd)
     assert messages == b"..X."
     assert "served 10 requests (MAX_REQUESTS): asking to be replaced" in caplog.text
+
+
+# -- configuration reloads (reexec.py) -----------------------------------------------------------
+
+
+def _snapshot(**wsgiserve: object) -> dict[str, object]:
+    return reexec.config_snapshot(resolve_config(wsgiserve, {}, {}))
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        pytest.param({}, {}, [], id="unchanged"),
+        pytest.param({"THREADS": 8}, {}, [], id="same-value-other-source"),
+        pytest.param(
+            {"THREADS": 4, "TIMEOUT": 30},
+            {"THREADS": 8, "TIMEOUT": 60},
+            ["THREADS 4 -> 8", "TIMEOUT 30 -> 60"],
+            id="threads-timeout",
+        ),
+        pytest.param(
+            {},
+            {"BIND": ["127.0.0.1:8000", "unix:/run/a.sock"]},
+            ["BIND ['127.0.0.1:8000'] -> ['127.0.0.1:8000', 'unix:/run/a.sock']"],
+            id="bind",
+        ),
+        pytest.param({}, {"KEEPALIVE_TIMEOUT": 2.5}, ["KEEPALIVE_TIMEOUT 75 -> 2.5"], id="float"),
+        pytest.param({}, {"UMASK": 0o027}, ["UMASK None -> 0o27"], id="umask-octal"),
+        pytest.param(
+            {}, {"SERVER_HEADER": ""}, ["SERVER_HEADER 'django-wsgiserve' -> ''"], id="string"
+        ),
+        pytest.param({}, {"ACCESS_LOG": False}, ["ACCESS_LOG True -> False"], id="bool"),
+    ],
+)
+def test_describe_changes(old, new, expected):
+    assert reexec.describe_changes(_snapshot(**old), _snapshot(**new)) == expected
+
+
+def test_describe_changes_of_options_one_side_does_not_know():
+    old = _snapshot()
+    new = {**old, "SOME_NEW_OPTION": 3}  # after upgrading the package
+    assert reexec.describe_changes(old, new) == ["SOME_NEW_OPTION (none) -> 3"]
+
+
+def test_check_output_round_trip_and_noise_before_it():
+    config = resolve_config({"THREADS": 3, "BIND": ["unix:/run/a.sock"]}, {}, {"timeout": "9"})
+    line = reexec.check_output(config)
+    options = json.loads(line)["options"]
+    assert options["TIMEOUT"] == {"value": 9.0, "source": "command line --timeout"}
+    # A settings module may print; the configuration is the last line.
+    parsed = reexec.parse_check_output(f"hello from settings.py\n{line}\n\n")
+    assert parsed == reexec.config_snapshot(config)
+    assert reexec.describe_changes(reexec.config_snapshot(config), parsed) == []
+
+
+@pytest.mark.parametrize(
+    "stdout",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("System check identified no issues\n", id="not-json"),
+        pytest.param('{"other": 1}\n', id="no-options"),
+        pytest.param('{"options": {"THREADS": 3}}', id="no-value"),
+    ],
+)
+def test_parse_check_output_rejects(stdout):
+    with pytest.raises(ValueError, match=r"printed nothing|last line"):
+        reexec.parse_check_output(stdout)
+
+
+def test_handover_round_trip_and_who_takes_it():
+    handover = reexec.Handover(
+        pid=os.getpid(),
+        workers=((101, 1), (102, 2)),
+        next_number=3,
+        target=5,
+        bind=("127.0.0.1:8000", "unix:/run/a:b.sock"),
+        unlink=("/run/old.sock",),
+        changes=("THREADS 4 -> 8",),
+    )
+    assert reexec.Handover.decode(handover.encode()) == handover
+    environ = {reexec.HANDOVER_VARIABLE: handover.encode(), "OTHER": "x"}
+    assert reexec.take_handover(environ) == handover
+    assert environ == {"OTHER": "x"}  # removed: workers must not see it
+    assert reexec.take_handover(environ) is None
+    someone_else = reexec.Handover(pid=1, workers=(), next_number=1)
+    assert reexec.take_handover({reexec.HANDOVER_VARIABLE: someone_else.encode()}) is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("[1, 2]", id="not-an-object"),
+        pytest.param('{"version": 99}', id="other-version"),
+        pytest.param('{"version": 1, "pid": 1}', id="incomplete"),
+    ],
+)
+def test_take_handover_ignores_garbage(text, caplog):
+    environ = {reexec.HANDOVER_VARIABLE: text}
+    assert reexec.take_handover(environ) is None
+    assert environ == {}
+    assert f"Ignoring {reexec.HANDOVER_VARIABLE}" in caplog.text
+
+
+def test_exec_environ():
+    handover = reexec.Handover(pid=os.getpid(), workers=((7, 1),), next_number=2)
+    environ = {"PATH": "/bin", "NOTIFY_SOCKET": "@n", "LISTEN_PIDFDID": "12"}
+    env = reexec.exec_environ(environ, listener_count=2, handover=handover)
+    assert env == {
+        "PATH": "/bin",
+        "NOTIFY_SOCKET": "@n",  # the new image tells systemd READY=1
+        "LISTEN_PID": str(os.getpid()),
+        "LISTEN_FDS": "2",
+        "LISTEN_FDNAMES": "wsgiserve:wsgiserve",
+        reexec.HANDOVER_VARIABLE: handover.encode(),
+    }
+
+
+@pytest.mark.parametrize(
+    ("fds", "expected"),
+    [
+        pytest.param([], [], id="none"),
+        pytest.param([3], [], id="in-place"),
+        pytest.param([7], [(7, 3)], id="one"),
+        pytest.param([3, 9, 4], [(9, 4), (4, 5)], id="chain"),
+        pytest.param([4, 3], [(4, 3), (3, 4)], id="swap"),
+    ],
+)
+def test_listen_fd_moves(fds, expected):
+    assert reexec.listen_fd_moves(fds) == expected
+
+
+def _identity(fd: int) -> tuple[int, int]:
+    info = os.fstat(fd)
+    return info.st_dev, info.st_ino
+
+
+def _open_fds() -> set[int]:
+    return {int(name) for name in os.listdir("/proc/self/fd")}
+
+
+def test_fd_placement_moves_listeners_and_undo_restores_what_was_there():
+    """Targets far above what the test runner uses; a listener sits at another's target, and
+    something else (a pipe, as an epoll fd or log file would) at the other target."""
+    start = 600
+    first, second = socket.socketpair()
+    other_read, other_write = os.pipe()
+    try:
+        os.dup2(second.fileno(), start, inheritable=False)  # second listener at first's target
+        os.dup2(other_read, start + 1, inheritable=True)  # something else at second's target
+        before = _open_fds()
+        listeners = [first.fileno(), start]
+        expected = [_identity(first.fileno()), _identity(second.fileno())]
+        placement = reexec.place_listen_fds(listeners, start=start)
+        assert [_identity(start), _identity(start + 1)] == expected
+        assert os.get_inheritable(start)
+        assert os.get_inheritable(start + 1)
+        assert not os.get_inheritable(first.fileno())  # the originals stay close-on-exec
+        placement.undo()
+        assert _identity(start) == _identity(second.fileno())
+        assert not os.get_inheritable(start)
+        assert _identity(start + 1) == _identity(other_read)
+        assert os.get_inheritable(start + 1)  # as it was
+        assert _open_fds() == before  # no copy leaked
+    finally:
+        for fd in (start, start + 1, other_read, other_write):
+            os.close(fd)
+        first.close()
+        second.close()
+
+
+def test_failed_exec_puts_everything_back():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    watched = range(systemd.SD_LISTEN_FDS_START, systemd.SD_LISTEN_FDS_START + 3)
+    before = {fd: (_identity(fd), os.get_inheritable(fd)) for fd in watched if fd in _open_fds()}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    try:
+        error = reexec.reexec(
+            ["/nonexistent/python", "-m", "django"],
+            {},
+            [listener.fileno()],
+            blocked_signals=[signal.SIGHUP, signal.SIGTERM],
+        )
+        after = {fd: (_identity(fd), os.get_inheritable(fd)) for fd in watched if fd in _open_fds()}
+    finally:
+        listener.close()
+    assert isinstance(error, FileNotFoundError)
+    assert after == before
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask
+
+
+def test_reuse_or_bind_listeners(tmp_path):
+    kept = socket.socket(socket.AF_UNIX)
+    kept.bind(str(tmp_path / "kept.sock"))
+    kept.listen()
+    dropped = socket.socket()
+    current = [(f"unix:{tmp_path / 'kept.sock'}", kept), ("127.0.0.1:1", dropped)]
+    wanted = [f"unix:{tmp_path / 'new.sock'}", f"unix:{tmp_path / 'kept.sock'}"]
+    listeners, fresh = reuse_or_bind_listeners(current, wanted, backlog=8)
+    try:
+        assert listeners[1] is kept
+        assert fresh == [listeners[0]]
+        assert listeners[0].getsockname() == str(tmp_path / "new.sock")
+        with pytest.raises(BindError) as caught:
+            reuse_or_bind_listeners(current, [*wanted[1:], "unix:/nonexistent/x.sock"], backlog=8)
+        assert str(caught.value.address) == "unix:/nonexistent/x.sock"
+    finally:
+        for sock in (*listeners, dropped):
+            sock.close()
+
+
+# What the master's environment may hold and a checking child must not see.
+_MASTER_ONLY = {
+    "LISTEN_PID": "1",
+    "LISTEN_FDS": "1",
+    "LISTEN_FDNAMES": "http",
+    "NOTIFY_SOCKET": "@nobody",
+    "WATCHDOG_USEC": "1000000",
+    reexec.HANDOVER_VARIABLE: "{}",
+}
+
+
+def _run_check(code: str, *, timeout_s: float = 20.0) -> reexec.CheckResult:
+    """A ConfigCheck of ``python -c CODE``, polled and reaped as the master does."""
+    environ = {**os.environ, **_MASTER_ONLY}
+    check = reexec.ConfigCheck(
+        [sys.executable, "-c", code], environ, now=time.monotonic(), timeout_s=timeout_s
+    )
+    with selectors.DefaultSelector() as selector:
+        check.register(selector)
+        try:
+            while not check.is_finished:
+                for key, _ in selector.select(0.05):
+                    key.data()
+                if time.monotonic() >= check.deadline:
+                    check.kill(timed_out=True)
+                pid, status = os.waitpid(check.pid, os.WNOHANG)
+                if pid:
+                    check.exited(os.waitstatus_to_exitcode(status))
+            return check.result()
+        finally:
+            check.close()
+
+
+def test_config_check_reads_the_configuration():
+    line = reexec.check_output(resolve_config({"THREADS": 3}, {}, {}))
+    code = (
+        f"import os, sys; assert sys.argv[1:] == ['--reload-check']; "
+        f"assert not {sorted(_MASTER_ONLY)!r} & os.environ.keys(), os.environ; print({line!r})"
+    )
+    result = _run_check(code)
+    assert result.error == ""
+    assert result.options is not None
+    assert result.options["THREADS"] == 3
+
+
+def test_config_check_reports_the_end_of_stderr():
+    code = (
+        "import sys; "
+        "sys.stderr.write('noise\\n' * 50 + 'CommandError: THREADS: bad\\n'); sys.exit(2)"
+    )
+    result = _run_check(code)
+    assert result.options is None
+    assert "--reload-check exited with code 2; its stderr ends with:" in result.error
+    assert result.error.endswith("    CommandError: THREADS: bad")
+    assert result.error.count("noise") < 15  # only the tail
+
+
+def test_config_check_is_killed_past_its_deadline():
+    result = _run_check("import time; time.sleep(30)", timeout_s=0.3)
+    assert result.options is None
+    assert "did not finish within 0.3 s" in result.error
+
+
+def test_config_check_close_kills_and_reaps_a_running_child():
+    check = reexec.ConfigCheck(
+        [sys.executable, "-c", "import time; time.sleep(30)"], {}, now=time.monotonic()
+    )
+    check.close()
+    assert check.exit_code == -signal.SIGKILL
+    with pytest.raises(ChildProcessError):
+        os.waitpid(check.pid, os.WNOHANG)

@@ -14,6 +14,12 @@ Django's autoreloader runs ``inner_run`` in a thread, where signal handlers cann
 installed, so one worker serves in this process (``django_wsgiserve.worker.serve``) and the
 reloader restarts it on code changes.
 
+Configuration reloads (SIGHUP, ``django_wsgiserve.reexec``): the master runs this command's own
+command line (``reload_command()``) again with the hidden ``--reload-check``, which prints the
+configuration as JSON; when it changed, the master re-executes that command line in place and
+``inner_run`` takes the ``Handover`` from the environment: the listeners it passes replace
+binding (``take_over_listeners``) and the master adopts the old workers.
+
 Logging: when ``settings.LOGGING`` configures neither ``django_wsgiserve`` nor
 ``django_wsgiserve.access`` (and ``LOGGING_CONFIG`` is not None), the command applies
 ``accesslog.default_logging_config()`` so that server messages reach stderr and access lines
@@ -22,6 +28,7 @@ stdout; the library itself never installs handlers.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import logging
 import logging.config
@@ -41,7 +48,7 @@ from django.db import connections
 from django.urls import clear_url_caches
 from django.utils import autoreload
 
-from django_wsgiserve import __version__, accesslog, sockets, systemd, tls, units
+from django_wsgiserve import __version__, accesslog, reexec, sockets, systemd, tls, units
 from django_wsgiserve.config import (
     OPTIONS_BY_NAME,
     ServerConfig,
@@ -114,6 +121,10 @@ class Command(BaseCommand):
             action="store_true",
             help="Print every option, its value and where it came from, then exit.",
         )
+        # Run by the master on SIGHUP (django_wsgiserve/reexec.py), not by people.
+        parser.add_argument(
+            reexec.CHECK_FLAG, action="store_true", dest="reload_check", help=argparse.SUPPRESS
+        )
         parser.add_argument(
             "--systemd-unit",
             action="store_true",
@@ -135,6 +146,9 @@ class Command(BaseCommand):
         config = self.get_config(options)
         if options["print_config"]:
             self.print_config(config)
+            return
+        if options["reload_check"]:
+            self.reload_check(config, **options)
             return
         if options["systemd_unit"] or options["socket"] or options["unit_name"]:
             self.print_systemd_units(config, options)
@@ -208,6 +222,16 @@ class Command(BaseCommand):
         for name, value, source in rows:
             self.stdout.write(f"{name:<{name_width}}  {value:<{value_width}}  {source}")
 
+    def reload_check(self, config: ServerConfig, **options: Any) -> None:
+        """``--reload-check``, run by the master on SIGHUP: load what a new master would load
+        (settings, configuration, system checks, the application with PRELOAD), then print the
+        configuration as JSON on the last line. Problems exit non-zero, on stderr."""
+        if not options.get("skip_checks"):
+            self.check()  # errors raise SystemCheckError; warnings go to stderr
+        if config.preload:
+            self.get_handler(**options)
+        self.stdout.write(reexec.check_output(config))
+
     def print_systemd_units(self, config: ServerConfig, options: dict[str, Any]) -> None:
         """--systemd-unit [--socket]: the units for this project, from settings and environment."""
         if not options["systemd_unit"]:
@@ -272,15 +296,19 @@ class Command(BaseCommand):
         # Under --reload we run in the autoreloader's thread, where no signal handler can be
         # installed: one worker serves in this process. Otherwise the master forks workers.
         is_prefork = not config.reload
+        # Set when this process is a master re-executed by a configuration reload (SIGHUP).
+        handover = reexec.take_handover(os.environ)
         application = None
         if config.preload or not is_prefork:
             application = self.get_handler(**options)
         connections.close_all()  # before serving, and before fork()
-        listeners, inherited = self.open_listeners(config)
+        listeners, inherited = self.open_listeners(config, handover)
         try:
             self.on_bind(listeners, config)
             if is_prefork:
-                self.run_prefork(config, listeners, application, inherited, modules_after_setup)
+                self.run_prefork(
+                    config, listeners, application, inherited, modules_after_setup, handover
+                )
                 return
             # Imported only now: --print-config, checks and tests do not load the server.
             from django_wsgiserve.worker import serve
@@ -303,6 +331,7 @@ class Command(BaseCommand):
         application: WSGIApplication | None,
         inherited: bool,
         modules_after_setup: frozenset[str],
+        handover: reexec.Handover | None = None,
     ) -> None:
         """Run the master (``django_wsgiserve.arbiter``) until it stops; boot failures exit
         with the worker's exit code (4: the application could not be imported)."""
@@ -323,10 +352,19 @@ class Command(BaseCommand):
             environ=os.environ,
             static=self.static_table,
             rebuild_static=functools.partial(self.get_static_table, config),
+            reload_command=self.reload_command(),
+            handover=handover,
         )
         code = arbiter.run()
         if code:
             raise CommandError(arbiter.failure or f"The server failed ({code}).", returncode=code)
+
+    def reload_command(self) -> list[str] | None:
+        """The command line that started this server, which SIGHUP runs again to check the
+        configuration and to re-execute the master; None unless run from a command line."""
+        if not getattr(self, "_called_from_command_line", False):
+            return None  # call_command(): argv is some other program's
+        return [sys.executable, *sys.orig_argv[1:]]
 
     def get_static_table(self, config: ServerConfig) -> StaticTable | None:
         """The static (and, with SERVE_MEDIA, media) files the workers answer themselves."""
@@ -348,12 +386,17 @@ class Command(BaseCommand):
         except ImproperlyConfigured as exc:
             raise CommandError(f"WSGI_APPLICATION: {exc}") from exc
 
-    def open_listeners(self, config: ServerConfig) -> tuple[list[socket.socket], bool]:
-        """The sockets passed by systemd, else the BIND addresses; and whether inherited."""
+    def open_listeners(
+        self, config: ServerConfig, handover: reexec.Handover | None = None
+    ) -> tuple[list[socket.socket], bool]:
+        """The sockets passed by systemd, else the BIND addresses; and whether inherited
+        (from systemd). After a configuration reload, the ones the master handed over."""
         try:
             inherited = sockets.inherited_listeners(os.environ)
         except ValueError as exc:
             raise ListenError(str(exc)) from exc
+        if handover is not None and handover.bind is not None:
+            return self.take_over_listeners(config, inherited, handover.bind), False
         if inherited:
             if config.source_of("bind") != "default":
                 logger.info("BIND ignored: listening sockets were passed by systemd")
@@ -363,6 +406,27 @@ class Command(BaseCommand):
         except sockets.BindError as exc:
             message = sockets.friendly_bind_error(exc)
             raise ListenError(f"Can't listen at {exc.address}: {message}") from exc
+
+    def take_over_listeners(
+        self, config: ServerConfig, listeners: list[socket.socket], bind: tuple[str, ...]
+    ) -> list[socket.socket]:
+        """The listeners this master bound for ``bind`` before it re-executed itself."""
+        if len(listeners) != len(bind):
+            sockets.close_listeners(listeners, unlink_unix=False)
+            raise ListenError(
+                f"The reload handed over {len(listeners)} listening socket(s) for "
+                f"{len(bind)} BIND address(es); restart the server."
+            )
+        for sock in listeners:
+            sock.listen(config.backlog)  # BACKLOG may be what changed
+        if config.bind != bind:
+            logger.warning(
+                "BIND changed again while the server reloaded: listening at %s; send SIGHUP "
+                "again to apply %s",
+                ", ".join(bind),
+                ", ".join(config.bind),
+            )
+        return listeners
 
     def on_bind(self, listeners: list[socket.socket], config: ServerConfig) -> None:
         """Print the banner (runserver's, without the development-server warning)."""

@@ -8,6 +8,7 @@ with every worker sharing the inherited listening socket, that is the accept bal
 
     .venv/bin/python benchmarks/scaling.py                      # 1 and 2 workers, 3 x 5 s
     .venv/bin/python benchmarks/scaling.py --workers 1 2 4 --repeat 5 --duration 10
+    .venv/bin/python benchmarks/scaling.py --cpu-affinity     # serve --cpu-affinity
 
 Readiness is the server's ``READY=1`` on a notify socket this script owns (no polling); each
 server runs in its own session and is stopped with SIGTERM to its group (SIGKILL after 10 s).
@@ -49,7 +50,9 @@ def free_port() -> int:
 class Server:
     """One ``manage.py serve`` in its own session, ready once it sent READY=1."""
 
-    def __init__(self, workers: int, threads: int, log_dir: Path) -> None:
+    def __init__(
+        self, workers: int, threads: int, log_dir: Path, extra: tuple[str, ...] = ()
+    ) -> None:
         self.port = free_port()
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         name = f"wsgiserve-scaling-{uuid.uuid4().hex}"
@@ -58,6 +61,7 @@ class Server:
         env["TESTPROJECT_DB"] = str(log_dir / "db.sqlite3")
         command = [str(PYTHON), "manage.py", "serve", f"127.0.0.1:{self.port}", "--noreload"]
         command += ["--workers", str(workers), "--threads", str(threads), "--no-access-log"]
+        command += extra
         command += ["--skip-checks"]
         self.log_path = log_dir / f"server-{workers}-{self.port}.log"
         with open(self.log_path, "wb") as log:
@@ -105,7 +109,9 @@ class Server:
 
 def run_once(workers: int, args: argparse.Namespace, log_dir: Path) -> tuple[float, list[int]]:
     """One wrk run against a fresh server: requests/s and connections per worker."""
-    server = Server(workers, args.threads, log_dir)
+    server = Server(
+        workers, args.threads, log_dir, ("--cpu-affinity",) if args.cpu_affinity else ()
+    )
     spread: dict[int, int] = {}
     try:
         url = f"http://127.0.0.1:{server.port}/json"
@@ -137,6 +143,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--cpu-affinity", action="store_true", help="serve --cpu-affinity (one CPU per worker)"
+    )
     args = parser.parse_args()
     rates: dict[int, list[float]] = {n: [] for n in args.workers}
     spreads: dict[int, list[list[int]]] = {n: [] for n in args.workers}
@@ -159,6 +168,8 @@ def main() -> None:
                 time.sleep(0.5)
     base = statistics.median(rates[args.workers[0]])
     setup = f"wrk -t1 -c{args.connections} -d{args.duration}s, {args.threads} threads per worker"
+    if args.cpu_affinity:
+        setup += ", --cpu-affinity"
     print(f"\n/json, {setup}, median of {args.repeat}, {os.cpu_count()} CPUs shared with wrk\n")
     print("| workers | req/s (median) | vs first | connections per worker (each run) |")
     print("|---|---|---|---|")

@@ -137,6 +137,7 @@ class _Worker:
     # Forked by this master's previous image (a configuration reload): no heartbeat pipe.
     is_adopted: bool = False
     slot: int | None = None  # in the accept balance table (balance.py)
+    cpu: int | None = None  # CPU_AFFINITY
 
 
 class Arbiter:
@@ -185,6 +186,7 @@ class Arbiter:
         self._next_number = 1
         # Shared connection counts, so that workers take turns accepting (balance.py).
         self._balance = _balance_table(config.workers)
+        self._cpus = _allowed_cpus() if config.cpu_affinity else []
         self._signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._selector = selectors.DefaultSelector()
         self._wakeup_read, self._wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -514,6 +516,7 @@ class Arbiter:
     def _spawn(self) -> None:
         number, self._next_number = self._next_number, self._next_number + 1
         slot = self._balance.claim() if self._balance is not None else None
+        cpu = self._next_cpu()
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED_SIGNALS)
         try:
@@ -539,15 +542,29 @@ class Arbiter:
                 title=self._title,
                 static=self._static,
                 share=self._balance.share(slot) if self._balance and slot is not None else None,
+                cpu=cpu,
             )
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(write_fd)
         os.set_blocking(read_fd, False)
-        self._workers[pid] = _Worker(pid, number, read_fd, WorkerState.BOOTING, self.now, slot=slot)
+        self._workers[pid] = _Worker(
+            pid, number, read_fd, WorkerState.BOOTING, self.now, slot=slot, cpu=cpu
+        )
         self._selector.register(
             read_fd, selectors.EVENT_READ, functools.partial(self._on_message, pid)
         )
-        logger.info("Worker %d (pid %d) started", number, pid)
+        pinned = f" on CPU {cpu}" if cpu is not None else ""
+        logger.info("Worker %d (pid %d) started%s", number, pid, pinned)
+
+    def _next_cpu(self) -> int | None:
+        """CPU_AFFINITY: the allowed CPU with the fewest booting or serving workers."""
+        if not self._cpus:
+            return None
+        load = dict.fromkeys(self._cpus, 0)
+        for process in self._workers.values():
+            if process.cpu in load and process.state in _ACTIVE:
+                load[process.cpu] += 1
+        return min(self._cpus, key=lambda cpu: (load[cpu], cpu))
 
     def _own_fds(self) -> list[int]:
         """The master's descriptors a child must close."""
@@ -823,6 +840,15 @@ def describe_exit(code: int, *, was_killed: bool = False) -> str:
     if -code == signal.SIGKILL and not was_killed:
         return f"was killed by {name}: probably out of memory (or kill -9)"
     return f"was killed by {name}"
+
+
+def _allowed_cpus() -> list[int]:
+    """The CPUs this process may run on (a cgroup or taskset may allow fewer than exist)."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError) as exc:
+        logger.warning("CPU_AFFINITY is ignored: the CPUs allowed cannot be read (%s)", exc)
+        return []
 
 
 def _balance_table(workers: int) -> BalanceTable | None:

@@ -335,6 +335,18 @@ class ServerConfig:
         "shared memory, but code changes then need a full restart instead of a reload.",
         group=_PROCESSES,
     )
+    # uWSGI's cpu-affinity, off by default there too. benchmarks/scaling.py (/json, wrk on the
+    # same 2 CPUs): one worker +19% pinned; two workers -13%, as a pinned worker cannot move
+    # off the core the load generator (in production: nginx, a database) is busy on.
+    cpu_affinity: bool = option(
+        False,
+        doc="Pin each worker (its loop and its threads) to one CPU, spreading workers evenly "
+        "over the CPUs the server may use. Keeps a worker's threads, which take turns on the "
+        "GIL, on one core instead of handing the GIL across cores: a gain when the CPUs are "
+        "not busy with other processes, a loss when they are. Measure with "
+        "benchmarks/scaling.py. Linux only.",
+        group=_PROCESSES,
+    )
     pidfile: str = option(
         "",
         doc="Write the master's process id to this file; empty writes none.",

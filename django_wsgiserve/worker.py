@@ -191,11 +191,20 @@ def run_child(
     title: str,
     static: StaticResponder | None = None,
     share: WorkerShare | None = None,
+    cpu: int | None = None,
 ) -> NoReturn:
-    """The whole life of a forked worker; ends the process with a ``WorkerExitCode``."""
+    """The whole life of a forked worker; ends the process with a ``WorkerExitCode``.
+
+    ``cpu``: pin the worker to this CPU (CPU_AFFINITY); threads started later inherit it.
+    """
     code: int = WorkerExitCode.BOOT_FAILED
     try:
         _reset_after_fork(close_fds, signal_mask)
+        if cpu is not None:
+            try:
+                os.sched_setaffinity(0, {cpu})
+            except OSError as exc:
+                logger.warning("Worker %d could not be pinned to CPU %d: %s", number, cpu, exc)
         set_process_title(f"django-wsgiserve: worker {number} {title}".rstrip())
         try:
             application = preloaded if preloaded is not None else load_application()

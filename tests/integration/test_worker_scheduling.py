@@ -65,3 +65,46 @@ def test_worker_threads_use_batch_scheduling(tmp_path: Path) -> None:
         assert set(_policies(added.pop()).values()) == {SCHED_BATCH}
     finally:
         assert server.stop() == 0, server.log()[-3000:]
+
+
+def _affinities(pid: int) -> set[frozenset[int]]:
+    """The CPU sets of every thread of ``pid``."""
+    return {frozenset(os.sched_getaffinity(int(tid))) for tid in os.listdir(f"/proc/{pid}/task")}
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no CPU affinity here")
+def test_cpu_affinity_pins_each_worker_to_its_own_cpu(tmp_path: Path) -> None:
+    allowed = sorted(os.sched_getaffinity(0))
+    server = LiveServer(
+        log_path=tmp_path / "server.log",
+        args=["--no-access-log", "--workers", "2", "--threads", "3", "--cpu-affinity"],
+    ).start()
+    try:
+        workers = _wait_for_workers(server.pid, 2)
+        pinned = []
+        for pid in workers:
+            affinities = _affinities(pid)
+            assert len(affinities) == 1, affinities  # every thread, the pool's included
+            (cpus,) = affinities
+            assert len(cpus) == 1
+            assert cpus <= set(allowed)
+            pinned.append(next(iter(cpus)))
+        assert sorted(pinned) == sorted(allowed[:2] if len(allowed) >= 2 else allowed * 2)
+        assert _affinities(server.pid) == {frozenset(allowed)}  # the master is not pinned
+        assert "on CPU" in server.log()
+        assert server.get("/").status == 200
+    finally:
+        assert server.stop() == 0, server.log()[-3000:]
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no CPU affinity here")
+def test_workers_are_not_pinned_by_default(tmp_path: Path) -> None:
+    allowed = frozenset(os.sched_getaffinity(0))
+    server = LiveServer(
+        log_path=tmp_path / "server.log", args=["--no-access-log", "--workers", "2"]
+    ).start()
+    try:
+        for pid in _wait_for_workers(server.pid, 2):
+            assert _affinities(pid) == {allowed}
+    finally:
+        assert server.stop() == 0, server.log()[-3000:]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import json
+import statistics
 from typing import TYPE_CHECKING
 
 import pytest
@@ -23,10 +24,12 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 BURST = 32
-BURSTS = 3
-# SLACK (1) above the average, plus what is accepted before a count is published: measured
-# differences of 0 to 4 (without the balance: 20 to 32).
-MAX_DIFFERENCE = 6
+BURSTS = 7
+# The median difference between the two workers' counts over the bursts. Measured with the
+# balance: 0 to 8 (median 2, the worst ones while other processes load the machine: a worker
+# that yields too often accepts anyway, see balance.MAX_YIELDS); without it: 2 to 32 (median
+# 24, and a whole burst to one worker in 3 of 10).
+MAX_MEDIAN_DIFFERENCE = 6
 
 
 def _burst(server: LiveServer) -> tuple[list[socket.socket], collections.Counter[int]]:
@@ -55,5 +58,6 @@ def test_a_burst_of_connections_is_spread_over_the_workers(tmp_path: Path) -> No
     finally:
         assert server.stop() == 0, server.log()[-3000:]
     for spread in spreads:
-        assert len(spread) == 2, spreads  # both workers took connections
-        assert spread[0] - spread[1] <= MAX_DIFFERENCE, spreads
+        assert len(spread) == 2, spreads  # both workers took connections in every burst
+    differences = [spread[0] - spread[1] for spread in spreads]
+    assert statistics.median(differences) <= MAX_MEDIAN_DIFFERENCE, spreads

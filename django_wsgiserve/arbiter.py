@@ -220,7 +220,7 @@ class Arbiter:
         if self.config.umask is not None:
             os.umask(self.config.umask)
         self._write_pidfile()
-        _drop_privileges(self.config.user, self.config.group)
+        self._switch_user()
         worker.set_process_title(f"django-wsgiserve: master {self._title}".rstrip())
         previous = {signum: signal.signal(signum, self._on_signal) for signum in _HANDLED_SIGNALS}
         # A re-executed master starts with them blocked (reexec.py): what waited comes now.
@@ -399,6 +399,14 @@ class Arbiter:
                 f"at: {exc.address}: {sockets.friendly_bind_error(exc)}"
             )
             return
+        except (OSError, LookupError, TypeError, ValueError) as exc:
+            # The check ran the code on disk, maybe a newer version whose BIND or BACKLOG
+            # this one cannot read; or no descriptor is left for a new socket.
+            self._reload_failed(
+                f"the configuration changed ({summary}), but this master cannot listen at "
+                f"its BIND: {exc!r}; restart the server for it"
+            )
+            return
         alive = list(self._workers.values())
         handover = reexec.Handover(
             pid=os.getpid(),
@@ -423,12 +431,19 @@ class Arbiter:
             self._remove_pidfile()
         if self._watchdog_interval:  # the new image pings once its loop runs
             systemd.notify("WATCHDOG=1", self._environ)
+        # From here signals wait, blocked, for the new image (reexec.py). One whose handler
+        # ran since the loop last read the queue is only in that queue, which exec discards:
+        # raise it again, pending, for the new image (or for this one, if exec fails).
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED_SIGNALS)
+        while not self._signals.empty():
+            os.kill(os.getpid(), self._signals.get())
         error = reexec.reexec(
             self._reload_command,
             environ,
             [sock.fileno() for sock in listeners],
             blocked_signals=_HANDLED_SIGNALS,
         )
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         # Only when exec failed: everything is as it was, but the new listeners.
         if is_new_pidfile:
             self._write_pidfile()
@@ -517,14 +532,16 @@ class Arbiter:
         number, self._next_number = self._next_number, self._next_number + 1
         slot = self._balance.claim() if self._balance is not None else None
         cpu = self._next_cpu()
-        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        read_fd = write_fd = -1
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED_SIGNALS)
         try:
+            read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
             pid = os.fork()
         except OSError as exc:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            os.close(read_fd)
-            os.close(write_fd)
+            for fd in (read_fd, write_fd):
+                if fd >= 0:
+                    os.close(fd)
             if self._balance is not None:
                 self._balance.release(slot)
             logger.error("Could not fork worker %d: %s", number, exc)
@@ -808,6 +825,16 @@ class Arbiter:
             # Re-executed after USER dropped root, a new PIDFILE may not be writable: that must
             # not stop a server that is serving.
             logger.error("Could not write PIDFILE %s: %s", path, exc)
+
+    def _switch_user(self) -> None:
+        try:
+            _drop_privileges(self.config.user, self.config.group)
+        except (LookupError, OSError) as exc:
+            if self._handover is None:
+                raise
+            # The reload check does not look USER/GROUP up: a re-executed master that cannot
+            # switch keeps the identity it had rather than die and orphan its old workers.
+            logger.error("USER/GROUP %r/%r ignored: %r", self.config.user, self.config.group, exc)
 
     def _remove_pidfile(self) -> None:
         path = self.config.pidfile

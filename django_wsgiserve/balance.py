@@ -19,8 +19,9 @@ about ``MAX_YIELDS * BACKOFF_S`` (its heartbeat gets it replaced).
 
 Slots are plain aligned 32-bit stores and loads without a lock: a reader may see a count one
 accept old, which only moves a decision by one connection. The master claims a slot for each
-worker it forks and frees it when it reaps the worker. Linux and macOS share an anonymous
-``mmap`` across ``fork``; anywhere it fails the master runs without balance.
+worker it forks and frees it when it reaps the worker; the worker's loop counts from when it
+starts accepting. Linux and macOS share an anonymous ``mmap`` across ``fork``; anywhere it
+fails the master runs without balance.
 """
 
 from __future__ import annotations
@@ -51,11 +52,13 @@ class BalanceTable:
         self._claimed: set[int] = set()
 
     def claim(self) -> int | None:
-        """A free slot for a worker about to be forked, set to 0 connections; None if full."""
+        """A free slot for a worker about to be forked; None if full. It stays ``FREE`` until
+        the worker's loop publishes a count: a booting worker accepts nothing, and counted as
+        0 it would make the serving ones yield."""
         for index in range(self.slots):
             if index not in self._claimed:
                 self._claimed.add(index)
-                self._view[index] = 0
+                self._view[index] = FREE
                 return index
         return None
 

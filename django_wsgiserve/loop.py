@@ -224,6 +224,8 @@ class Loop:
 
     def run(self, *, on_ready: Callable[[], None] | None = None) -> None:
         """Serve until a requested stop has drained (loop thread)."""
+        if self._share is not None:  # from now on this worker counts in the balance
+            self._share.update(len(self._connections))
         self._set_accepting(True)
         if on_ready is not None:
             on_ready()

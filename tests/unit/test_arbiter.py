@@ -18,7 +18,7 @@ import time
 import pytest
 
 from django_wsgiserve import reexec, systemd, worker
-from django_wsgiserve.arbiter import _watchdog_interval, describe_exit
+from django_wsgiserve.arbiter import Arbiter, ArbiterState, _watchdog_interval, describe_exit
 from django_wsgiserve.config import resolve_config
 from django_wsgiserve.sockets import BindError, reuse_or_bind_listeners
 
@@ -425,3 +425,126 @@ def test_config_check_close_kills_and_reaps_a_running_child():
     assert check.exit_code == -signal.SIGKILL
     with pytest.raises(ChildProcessError):
         os.waitpid(check.pid, os.WNOHANG)
+
+
+# -- the master's reload path, without forking ----------------------------------------------------
+
+
+class _FinishedCheck:
+    """Stands for a ``ConfigCheck`` whose child printed ``options`` and was reaped."""
+
+    pid = -1
+    is_finished = True
+
+    def __init__(self, options: dict[str, object]) -> None:
+        self._options = options
+
+    def result(self) -> reexec.CheckResult:
+        return reexec.CheckResult(self._options)
+
+    def close(self) -> None:
+        pass
+
+
+def _arbiter(listeners: list[socket.socket], **wsgiserve: object) -> Arbiter:
+    config = resolve_config({"WORKERS": 2, **wsgiserve}, {}, {})
+    return Arbiter(
+        config,
+        listeners,
+        load_application=lambda: None,  # type: ignore[arg-type,return-value]
+        environ={},
+        reload_command=["/nonexistent/python", "manage.py", "serve"],
+    )
+
+
+@pytest.mark.parametrize(
+    "bind",
+    [
+        pytest.param(["systemd:web"], id="syntax-of-a-newer-version"),
+        pytest.param(None, id="option-renamed-by-a-newer-version"),
+    ],
+)
+def test_a_bind_the_running_code_cannot_read_fails_the_reload_not_the_master(bind, caplog):
+    """The check runs the code on disk, which may be a newer version than the master's."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    arbiter = _arbiter([listener], BIND=[f"127.0.0.1:{listener.getsockname()[1]}"])
+    options = {**reexec.config_snapshot(arbiter.config), "THREADS": 9}
+    if bind is None:
+        del options["BIND"]
+    else:
+        options["BIND"] = bind
+    arbiter._config_check = _FinishedCheck(options)  # type: ignore[assignment]
+    try:
+        arbiter._poll_config_check()
+        assert arbiter.state is ArbiterState.RUNNING
+        assert "Reload failed" in caplog.text
+        assert listener.fileno() != -1  # still listening
+    finally:
+        arbiter._close()
+
+
+def test_a_signal_handled_just_before_exec_reaches_the_next_image(monkeypatch):
+    """SIGTERM whose handler ran after the loop last read the queue (while the reload binds,
+    logs...) must not vanish with this image's memory: it waits, pending, across exec."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    arbiter = _arbiter([listener], BIND=[f"127.0.0.1:{listener.getsockname()[1]}"])
+    pending_at_exec: list[set[int]] = []
+
+    def failing_execve(path: str, argv: list[str], environ: dict[str, str]) -> None:
+        pending_at_exec.append(set(signal.sigpending()))
+        raise FileNotFoundError(path)
+
+    monkeypatch.setattr(os, "execve", failing_execve)
+    previous = signal.signal(signal.SIGTERM, arbiter._on_signal)
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)  # handled at once: only in the queue now
+        assert arbiter._signals.qsize() == 1
+        arbiter._reload_config({**reexec.config_snapshot(arbiter.config)}, ["THREADS 8 -> 9"])
+        assert pending_at_exec == [{signal.SIGTERM}]
+        # exec failed: unblocked, the signal is handled by this image after all
+        assert arbiter._signals.get_nowait() == signal.SIGTERM
+        assert not signal.sigpending()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        arbiter._close()
+
+
+def test_no_descriptor_for_a_worker_pipe_is_logged_not_fatal(monkeypatch, caplog):
+    arbiter = _arbiter([])
+
+    def no_more_fds(flags: int) -> tuple[int, int]:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(os, "pipe2", no_more_fds)
+    try:
+        arbiter._spawn()  # retried by the next loop iteration, like a failed fork
+        assert "Could not fork worker 1" in caplog.text
+        assert arbiter._balance is not None
+        assert arbiter._balance.claim() == 0  # the slot was given back
+    finally:
+        monkeypatch.undo()
+        arbiter._close()
+
+
+def test_a_re_executed_master_survives_a_user_that_does_not_exist(caplog):
+    """The reload check does not look USER up; after exec it is too late to fail."""
+    config = resolve_config({"WORKERS": 1, "USER": "no-such-user-wsgiserve"}, {}, {})
+    handover = reexec.Handover(pid=os.getpid(), workers=(), next_number=1)
+    arbiter = Arbiter(
+        config,
+        [],
+        load_application=lambda: None,  # type: ignore[arg-type,return-value]
+        environ={},
+        handover=handover,
+    )
+    try:
+        arbiter._switch_user()
+        assert "USER/GROUP 'no-such-user-wsgiserve'/'' ignored" in caplog.text
+        first_start = Arbiter(config, [], load_application=lambda: None, environ={})  # type: ignore[arg-type,return-value]
+        try:
+            with pytest.raises(KeyError):  # at the first start, a plain error as before
+                first_start._switch_user()
+        finally:
+            first_start._close()
+    finally:
+        arbiter._close()

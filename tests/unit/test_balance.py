@@ -7,6 +7,9 @@ import os
 import pytest
 
 from django_wsgiserve.balance import FREE, MAX_YIELDS, SLACK, BalanceTable
+from django_wsgiserve.config import resolve_config
+from django_wsgiserve.loop import Loop
+from django_wsgiserve.pool import ThreadPool
 
 
 def test_claim_and_release_slots() -> None:
@@ -14,12 +17,49 @@ def test_claim_and_release_slots() -> None:
     assert table.counts() == [FREE, FREE, FREE]
     assert [table.claim(), table.claim(), table.claim()] == [0, 1, 2]
     assert table.claim() is None  # full: that worker runs without balance
-    assert table.counts() == [0, 0, 0]
+    assert table.counts() == [FREE, FREE, FREE]  # until each worker's loop publishes
+    table.share(0).update(0)
+    table.share(2).update(0)
     table.release(1)
     assert table.counts() == [0, FREE, 0]
     assert table.claim() == 1
     table.release(None)  # a worker forked without a slot
     table.release(7)  # never claimed: ignored
+
+
+def test_a_booting_worker_does_not_count_until_its_loop_publishes() -> None:
+    """A claimed slot is a worker still importing the project (seconds, with PRELOAD off: after
+    every SIGHUP and respawn). Counted as 0 connections it would halve the average, and the
+    workers that serve would yield, accepting one connection per MAX_YIELDS * BACKOFF_S."""
+    table = BalanceTable(4)
+    serving = [table.share(table.claim()) for _ in range(2)]  # type: ignore[arg-type]
+    for share in serving:
+        share.update(10)
+    booting = table.claim()
+    assert booting is not None
+    assert table.counts()[booting] == FREE
+    assert not serving[0].should_yield(10)
+    table.share(booting).update(0)  # its loop runs: now it takes connections
+    assert serving[0].should_yield(10)
+
+
+def test_the_loop_publishes_its_count_when_it_starts_accepting() -> None:
+    table = BalanceTable(2)
+    slot = table.claim()
+    assert slot is not None
+    loop = Loop(
+        config=resolve_config({"ACCESS_LOG": False}, {}, {}),
+        listeners=[],
+        application=lambda environ, start_response: [],
+        pool=ThreadPool(threads=1),
+        access_log=None,
+        share=table.share(slot),
+    )
+    seen = []
+    loop.request_stop()
+    loop.run(on_ready=lambda: seen.append(table.counts()[slot]))
+    assert seen == [0]
+    assert table.counts()[slot] == FREE  # drained: it left
 
 
 def test_a_single_worker_never_yields() -> None:
@@ -78,6 +118,6 @@ def test_counts_are_shared_with_forked_workers() -> None:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    assert table.counts() == [0, 17]
+    assert table.counts() == [FREE, 17]
     table.share(first).update(3)
     assert not table.share(first).should_yield(3)

@@ -129,7 +129,6 @@ def serve(
     # Under --reload, Django's autoreloader runs us in a thread: signals stay with it.
     is_main_thread = threading.current_thread() is threading.main_thread()
     previous = _install_signal_handlers(loop, monitor) if is_main_thread else {}
-    _use_batch_scheduling()  # before pool.start(): new threads inherit the policy
     pool.start()
     # Everything loaded so far (Django, the project) lives as long as the worker: move it out
     # of the collector's sight. Full collections then stop walking it on every pass, which
@@ -155,27 +154,6 @@ def serve(
     if still_running:
         logger.warning("%d request(s) were still running at exit", still_running)
     logger.info("Worker stopped after %d request(s)", loop.requests_served)
-
-
-def _use_batch_scheduling() -> None:
-    """Put the calling thread (and the threads it starts later) under Linux's SCHED_BATCH.
-
-    Our threads hand work to each other under the GIL. Under the default policy a thread the
-    kernel wakes (a pool thread given a request, the loop thread given a readable socket)
-    preempts the thread that woke it, which usually still holds the GIL: the woken thread runs
-    only to block on the GIL, and the holder resumes after a second context switch. SCHED_BATCH
-    threads are scheduled as fairly as normal ones but never preempt on wakeup, so the holder
-    reaches its next blocking call (where it drops the GIL) first. Measured on a plain WSGI app
-    at one keep-alive connection: 2.5 to 1 context switches a request in the loop thread and
-    about +20% requests/s (benchmarks/README.md). Unprivileged; a no-op where unsupported.
-    """
-    policy = getattr(os, "SCHED_BATCH", None)
-    if policy is None:
-        return
-    try:
-        os.sched_setscheduler(0, policy, os.sched_param(0))
-    except OSError as exc:  # a seccomp filter or a container may forbid it
-        logger.debug("SCHED_BATCH not available: %s", exc)
 
 
 def run_child(

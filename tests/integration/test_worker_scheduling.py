@@ -1,16 +1,14 @@
-"""Workers run their loop and pool threads under SCHED_BATCH; the master stays SCHED_OTHER.
+"""CPU_AFFINITY: each worker, with every one of its threads, pinned to its own CPU.
 
-Why (worker._use_batch_scheduling): a woken thread must not preempt the GIL holder. The
-effect on speed is measured in benchmarks/, not here; this checks the policy really applies to
-every thread of every worker, including threads started after the policy was set, and to a
-worker the master starts later (SIGTTIN).
+The effect on speed is measured by benchmarks/scaling.py, not here; this checks that the pin
+applies to every thread of every worker (threads started after the pin inherit it), that the
+workers are spread over the allowed CPUs, that the master is not pinned, and that nothing is
+pinned by default.
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import sys
 import time
 from pathlib import Path
 
@@ -20,18 +18,10 @@ from tests.live import LiveServer
 
 pytestmark = pytest.mark.integration
 
-SCHED_OTHER = 0
-SCHED_BATCH = 3
-
 
 def _workers(master: int) -> list[int]:
     text = Path(f"/proc/{master}/task/{master}/children").read_text()
     return [int(pid) for pid in text.split()]
-
-
-def _policies(pid: int) -> dict[int, int]:
-    """Thread id -> scheduling policy, for every thread of ``pid``."""
-    return {int(tid): os.sched_getscheduler(int(tid)) for tid in os.listdir(f"/proc/{pid}/task")}
 
 
 def _wait_for_workers(master: int, count: int, timeout: float = 10.0) -> list[int]:
@@ -43,28 +33,6 @@ def _wait_for_workers(master: int, count: int, timeout: float = 10.0) -> list[in
             return pids
         time.sleep(0.05)
     raise AssertionError(f"expected {count} workers, have {_workers(master)}")
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SCHED_BATCH is Linux only")
-def test_worker_threads_use_batch_scheduling(tmp_path: Path) -> None:
-    server = LiveServer(
-        log_path=tmp_path / "server.log",
-        args=["--no-access-log", "--workers", "2", "--threads", "3"],
-    ).start()
-    try:
-        assert server.get("/").status == 200
-        assert set(_policies(server.pid).values()) == {SCHED_OTHER}
-        workers = _wait_for_workers(server.pid, 2)
-        for pid in workers:
-            policies = _policies(pid)
-            assert len(policies) >= 4, policies  # the loop thread and three pool threads
-            assert set(policies.values()) == {SCHED_BATCH}, (pid, policies)
-        server.send_signal(signal.SIGTTIN)
-        added = set(_wait_for_workers(server.pid, 3)) - set(workers)
-        assert len(added) == 1
-        assert set(_policies(added.pop()).values()) == {SCHED_BATCH}
-    finally:
-        assert server.stop() == 0, server.log()[-3000:]
 
 
 def _affinities(pid: int) -> set[frozenset[int]]:

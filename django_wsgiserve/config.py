@@ -347,6 +347,17 @@ class ServerConfig:
         "benchmarks/scaling.py. Linux only.",
         group=_PROCESSES,
     )
+    # Opt-in: at 64 connections on a dedicated core +17% req/s (hello) and +5% (/json), but
+    # the p99 of a normal client doubled while CPU-bound processes shared the cores
+    # (benchmarks/README.md, "Measurements behind design decisions").
+    batch_scheduling: bool = option(
+        False,
+        doc="Run each worker's loop and threads under Linux's SCHED_BATCH policy: a thread the "
+        "kernel wakes no longer preempts the one holding the GIL. More requests/s when the "
+        "CPUs are the server's alone; higher tail latency when other busy processes share "
+        "them. Linux only.",
+        group=_PROCESSES,
+    )
     pidfile: str = option(
         "",
         doc="Write the master's process id to this file; empty writes none.",

@@ -129,6 +129,8 @@ def serve(
     # Under --reload, Django's autoreloader runs us in a thread: signals stay with it.
     is_main_thread = threading.current_thread() is threading.main_thread()
     previous = _install_signal_handlers(loop, monitor) if is_main_thread else {}
+    if config.batch_scheduling:
+        _use_batch_scheduling()  # before pool.start(): new threads inherit the policy
     pool.start()
     # Everything loaded so far (Django, the project) lives as long as the worker: move it out
     # of the collector's sight. Full collections then stop walking it on every pass, which
@@ -154,6 +156,28 @@ def serve(
     if still_running:
         logger.warning("%d request(s) were still running at exit", still_running)
     logger.info("Worker stopped after %d request(s)", loop.requests_served)
+
+
+def _use_batch_scheduling() -> None:
+    """BATCH_SCHEDULING: the calling thread, and the threads it starts later, under SCHED_BATCH.
+
+    Our threads hand work to each other under the GIL. Under the default policy a thread the
+    kernel wakes (the loop thread given a readable socket, a pool thread given a request)
+    preempts the running thread, which usually holds the GIL: the woken thread runs only to
+    block on the GIL, and the holder resumes after a second context switch. SCHED_BATCH
+    threads are scheduled as fairly as normal ones but never preempt on wakeup, so the holder
+    reaches its next blocking call (where it drops the GIL) first. The price: they do not
+    preempt other processes either, so a request arriving while a database on the same core
+    runs waits for that process's time slice. Unprivileged; a warning where it is refused.
+    """
+    policy = getattr(os, "SCHED_BATCH", None)
+    if policy is None:
+        logger.warning("BATCH_SCHEDULING is ignored: SCHED_BATCH is Linux only")
+        return
+    try:
+        os.sched_setscheduler(0, policy, os.sched_param(0))
+    except OSError as exc:  # a seccomp filter or a container may forbid it
+        logger.warning("BATCH_SCHEDULING is ignored: SCHED_BATCH was refused (%s)", exc)
 
 
 def run_child(

@@ -1,14 +1,16 @@
-"""CPU_AFFINITY: each worker, with every one of its threads, pinned to its own CPU.
+"""CPU_AFFINITY and BATCH_SCHEDULING: what the kernel applies to each worker's threads.
 
-The effect on speed is measured by benchmarks/scaling.py, not here; this checks that the pin
-applies to every thread of every worker (threads started after the pin inherit it), that the
-workers are spread over the allowed CPUs, that the master is not pinned, and that nothing is
-pinned by default.
+The effect on speed is measured in benchmarks/ (scaling.py, README.md), not here. These check
+that the pin and the policy apply to every thread of every worker (threads started later
+inherit them, a worker added by SIGTTIN too), that the master keeps its own, and that neither
+is applied by default.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +24,15 @@ pytestmark = pytest.mark.integration
 def _workers(master: int) -> list[int]:
     text = Path(f"/proc/{master}/task/{master}/children").read_text()
     return [int(pid) for pid in text.split()]
+
+
+SCHED_OTHER = 0
+SCHED_BATCH = 3
+
+
+def _policies(pid: int) -> set[int]:
+    """The scheduling policies of the threads of ``pid``."""
+    return {os.sched_getscheduler(int(tid)) for tid in os.listdir(f"/proc/{pid}/task")}
 
 
 def _wait_for_workers(master: int, count: int, timeout: float = 10.0) -> list[int]:
@@ -74,5 +85,37 @@ def test_workers_are_not_pinned_by_default(tmp_path: Path) -> None:
     try:
         for pid in _wait_for_workers(server.pid, 2):
             assert _affinities(pid) == {allowed}
+    finally:
+        assert server.stop() == 0, server.log()[-3000:]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SCHED_BATCH is Linux only")
+def test_batch_scheduling_applies_to_every_worker_thread(tmp_path: Path) -> None:
+    server = LiveServer(
+        log_path=tmp_path / "server.log",
+        args=["--no-access-log", "--workers", "2", "--threads", "3", "--batch-scheduling"],
+    ).start()
+    try:
+        assert server.get("/").status == 200
+        assert _policies(server.pid) == {SCHED_OTHER}
+        workers = _wait_for_workers(server.pid, 2)
+        for pid in workers:
+            assert _policies(pid) == {SCHED_BATCH}, pid
+        server.send_signal(signal.SIGTTIN)
+        added = set(_wait_for_workers(server.pid, 3)) - set(workers)
+        assert len(added) == 1
+        assert _policies(added.pop()) == {SCHED_BATCH}
+    finally:
+        assert server.stop() == 0, server.log()[-3000:]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SCHED_BATCH is Linux only")
+def test_default_scheduling_is_left_alone(tmp_path: Path) -> None:
+    server = LiveServer(
+        log_path=tmp_path / "server.log", args=["--no-access-log", "--workers", "1"]
+    ).start()
+    try:
+        for pid in _wait_for_workers(server.pid, 1):
+            assert _policies(pid) == {SCHED_OTHER}
     finally:
         assert server.stop() == 0, server.log()[-3000:]

@@ -248,6 +248,9 @@ class Loop:
     def run_once(self, timeout: float) -> int:
         """Wait up to ``timeout`` for events and handle them; return how many (loop thread)."""
         events = self._selector.select(timeout)
+        # The wait may have lasted up to a tick: deadlines set now (a new connection's
+        # HEADER_TIMEOUT) must count from the time the events came, not from before the wait.
+        self.now = self._clock()
         for key, mask in events:
             target = key.data
             if type(target) is Connection:

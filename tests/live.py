@@ -98,10 +98,12 @@ class LiveServer:
     address: tuple[str, int] | str = ""
     notify: NotifyListener | None = None
     wait_ready: bool = True  # False: start() returns at once (servers meant to fail at boot)
+    # True: no LISTEN_FDS, the server binds its BIND itself (set ``address`` afterwards).
+    binds_itself: bool = False
     _tmpdir: str = ""
 
     def start(self) -> LiveServer:
-        listener = self._bind()
+        listener = None if self.binds_itself else self._bind()
         self.notify = NotifyListener()
         env = {
             **os.environ,
@@ -111,8 +113,13 @@ class LiveServer:
             "PYTHONUNBUFFERED": "1",
             **self.env,
         }
-        env.pop("LISTEN_FDS", None)
-        command = [sys.executable, str(SHIM), str(listener.fileno()), *self.manage, "serve"]
+        for name in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
+            env.pop(name, None)
+        command = [sys.executable, *self.manage, "serve"]
+        passed: tuple[int, ...] = ()
+        if listener is not None:  # exec_shim puts it at fd 3 as LISTEN_FDS=1
+            passed = (listener.fileno(),)
+            command[1:1] = [str(SHIM), str(listener.fileno())]
         command += ["--reload" if self.reload else "--noreload", *self.args]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
@@ -122,10 +129,11 @@ class LiveServer:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                pass_fds=(listener.fileno(),),
+                pass_fds=passed,
                 start_new_session=True,
             )
-        listener.close()
+        if listener is not None:
+            listener.close()
         if self.wait_ready and not self.notify.wait_for("READY=1", READY_TIMEOUT_S):
             self.stop()
             raise AssertionError(f"server did not send READY=1; log:\n{self.log()}")

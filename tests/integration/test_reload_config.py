@@ -17,7 +17,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +37,7 @@ from tests.integration.test_systemd import (
     _spawn,
     _stop,
 )
-from tests.live import REPO, LiveServer, NotifyListener, read_response
+from tests.live import LiveServer, NotifyListener, read_response
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -53,47 +52,15 @@ def write_config(directory: Path, **wsgiserve: object) -> None:
     (directory / "wsgiserve.json").write_text(json.dumps(wsgiserve), "utf-8")
 
 
-class BoundServer(LiveServer):
-    """A ``serve`` that binds BIND itself (no LISTEN_FDS); ``address`` is its first unix path."""
-
-    def start(self) -> BoundServer:
-        self.notify = NotifyListener()
-        env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": self.settings,
-            "NOTIFY_SOCKET": self.notify.name,
-            "PYTHONPATH": str(REPO),
-            "PYTHONUNBUFFERED": "1",
-            **self.env,
-        }
-        for name in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
-            env.pop(name, None)
-        command = [sys.executable, *self.manage, "serve", "--noreload", *self.args]
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                command,
-                cwd=self.cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        if not self.notify.wait_for("READY=1", 30):
-            self.stop()
-            raise AssertionError(f"server did not send READY=1; log:\n{self.log()}")
-        return self
-
-
 @pytest.fixture
 def start(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
     """Start servers with the JSON-configured settings; each must exit 0 at the end."""
     servers: list[LiveServer] = []
 
     def start_server(*args: str, bound: bool = False, **kwargs: Any) -> LiveServer:
-        kind = BoundServer if bound else LiveServer
-        server = kind(
+        server = LiveServer(
             log_path=tmp_path / f"server-{len(servers)}.log",
+            binds_itself=bound,
             settings=SETTINGS,
             args=["--no-access-log", *args],
             env={"WSGISERVE_TEST_FILES_DIR": str(tmp_path)},

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 SHIM = Path(__file__).resolve().parent / "exec_shim.py"
@@ -299,3 +299,10 @@ def is_closed(sock: socket.socket, timeout: float = 5.0) -> bool:
         return True
     except TimeoutError:
         return False
+
+
+def stop_all(servers: Sequence[LiveServer]) -> None:
+    """Stop every server of a test; each must have exited 0 (else: the end of its log)."""
+    codes = [(server.stop(), server) for server in servers]
+    failures = [f"exit {code}:\n{server.log()[-3000:]}" for code, server in codes if code != 0]
+    assert not failures, "\n".join(failures)

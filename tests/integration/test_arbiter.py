@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.live import LiveServer, is_closed, read_response
+from tests.live import LiveServer, is_closed, read_response, stop_all
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -53,9 +53,7 @@ def start(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
         return server.start()
 
     yield start_server
-    codes = [(server.stop(), server) for server in servers]
-    failures = [f"exit {code}:\n{server.log()[-3000:]}" for code, server in codes if code != 0]
-    assert not failures, "\n".join(failures)
+    stop_all(servers)
 
 
 def workers_of(server: LiveServer) -> set[int]:

@@ -72,6 +72,7 @@ import queue
 import selectors
 import signal
 import stat
+import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -433,10 +434,12 @@ class Arbiter:
             systemd.notify("WATCHDOG=1", self._environ)
         # From here signals wait, blocked, for the new image (reexec.py). One whose handler
         # ran since the loop last read the queue is only in that queue, which exec discards:
-        # raise it again, pending, for the new image (or for this one, if exec fails).
+        # raise it again, pending, for the new image (or for this one, if exec fails). Sent to
+        # this thread, which blocks it: sent to the process, any other thread (a library's)
+        # that does not block it would take it, and it would not be pending at exec.
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED_SIGNALS)
         while not self._signals.empty():
-            os.kill(os.getpid(), self._signals.get())
+            signal.pthread_kill(threading.get_ident(), self._signals.get())
         error = reexec.reexec(
             self._reload_command,
             environ,

@@ -748,7 +748,11 @@ class Arbiter:
         self.state = ArbiterState.DRAINING
         systemd.notify("STOPPING=1", self._environ)
         # Our copies of the listeners go now: once the workers close theirs, connections are
-        # refused instead of waiting in a backlog nobody accepts from.
+        # refused instead of waiting in a backlog nobody accepts from. Sockets we bound first
+        # take no new connection, so the workers can empty their backlogs for good before
+        # they close them (sockets.refuse_new_connections); systemd's keep their backlog.
+        if self._unlink_unix:
+            sockets.refuse_new_connections(self._listeners)
         sockets.close_listeners(self._listeners, unlink_unix=self._unlink_unix)
         self._drain_deadline = self.now + self.config.graceful_timeout
         self._next_extend = self.now

@@ -425,6 +425,19 @@ class ServerConfig:
         group=_TIMEOUTS,
         minimum=0,
     )
+    # gunicorn 27 keeps kept-alive connections open 2 s while a worker stops (its
+    # STOP_KEEPALIVE_LINGER), which measured 0 lost requests behind nginx. A proxy may already
+    # be sending on an idle connection when the drain starts; a proxy whose own upstream idle
+    # timeout is shorter than this window never sends on one we are about to close.
+    drain_keepalive_timeout: float = option(
+        2.0,
+        doc="Seconds a draining worker (reload, resize, recycling, shutdown) keeps an idle "
+        "keep-alive connection open for a request that may already be on its way, which is "
+        "answered with Connection: close; a proxy's upstream idle timeout shorter than this "
+        "rules out a lost request. 0 closes idle connections as soon as the drain starts.",
+        group=_TIMEOUTS,
+        minimum=0,
+    )
     # nginx proxy_read_timeout 60: past it the proxy has given up on the request anyway.
     timeout: float = option(
         60.0,

@@ -549,7 +549,7 @@ class Connection:
         if not keep_alive:
             self.linger()
             return False
-        self.deadline = self._loop.now + self._loop.limits.keepalive_timeout
+        self.deadline = self._loop.now + self._loop.idle_timeout
         return True  # still READING: process() goes on with a pipelined request, if any
 
     def _log_static(self, request: Request, status_code: int, size: int, started: float) -> None:
@@ -613,12 +613,19 @@ class Connection:
 
     @property
     def is_idle(self) -> bool:
-        """Between requests, with nothing buffered: safe to close when draining."""
+        """Between requests (or before the first), with nothing buffered (loop thread)."""
         return (
             self.state is ConnectionState.READING
             and self._request is None
             and self._parser.buffered_bytes == 0
+            and not self._is_handshaking
         )
+
+    @property
+    def may_keep_alive(self) -> bool:
+        """False once the worker drains: a response head sent now says Connection: close
+        (any thread)."""
+        return not self._loop.is_draining
 
     @property
     def has_pending_output(self) -> bool:
@@ -656,7 +663,7 @@ class Connection:
         if self.state is ConnectionState.CLOSED:
             return
         self.state = ConnectionState.READING
-        self.deadline = self._loop.now + self._loop.limits.keepalive_timeout
+        self.deadline = self._loop.now + self._loop.idle_timeout
         self.process()
 
     def linger(self) -> None:
@@ -730,7 +737,9 @@ class Connection:
             if self._has_error or self.state is ConnectionState.CLOSED:
                 loop.call_soon_threadsafe(self.close)
                 return
-            after = _AfterFlush.CLOSE if not keep_alive or loop.is_draining else _AfterFlush.RESUME
+            # A head that promised keep-alive is kept to, draining or not: the client may send
+            # its next request at once. A draining loop closes the connection once it is idle.
+            after = _AfterFlush.RESUME if keep_alive else _AfterFlush.CLOSE
             if self._outbox:
                 self._after_flush = after
                 self.state = ConnectionState.FLUSHING
@@ -743,7 +752,7 @@ class Connection:
             ):
                 # Fast path: nothing to parse and the loop is already watching the socket,
                 # so there is no need to wake the loop. Deadline first: the loop reads state.
-                self.deadline = loop.now + loop.limits.keepalive_timeout
+                self.deadline = loop.now + loop.idle_timeout
                 self.state = ConnectionState.READING
                 return
             self.state = ConnectionState.FLUSHING

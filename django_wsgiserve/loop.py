@@ -20,10 +20,26 @@ In a forked worker the listeners are shared with the other workers: the loop pub
 connection count and, holding more than its share, unregisters the listeners for a few
 milliseconds so that a worker with fewer takes the next connection (``balance.py``).
 
-Shutdown is an explicit state: ``request_stop()`` (safe from a signal handler) makes the loop
-stop accepting, close idle keep-alive connections, answer the rest with ``Connection: close``
-(including connections accepted but still silent: their first request is ours to answer), and
-leave once no connection is left or GRACEFUL_TIMEOUT has passed.
+Shutdown is an explicit state: ``request_stop()`` (safe from a signal handler) starts a drain,
+which must lose no request that is on its way:
+
+* The loop stops watching the listeners and takes what already waits in their backlog (on a
+  full shutdown nobody else will), so a connection the kernel accepted is served, not reset.
+* Requests running or buffered are answered; a response whose head goes out during the drain
+  says ``Connection: close``. One whose head promised keep-alive before the drain began keeps
+  its promise: the connection goes back to reading like any idle one.
+* Idle keep-alive connections (and accepted ones still silent) stay open and readable for
+  DRAIN_KEEPALIVE_TIMEOUT, because a client or proxy may be sending on one right now; a
+  request that arrives is answered with ``Connection: close``. Then each is closed with a
+  lingering close (``Connection.linger``: half-close, discard input until EOF or ``LINGER_S``),
+  so the kernel never answers a late packet with a reset that destroys a response in flight.
+  While draining, deadlines are checked every ``_DRAIN_SWEEP_S`` rather than once a tick.
+* The loop leaves once no connection is left, or when GRACEFUL_TIMEOUT has passed, and logs
+  one INFO line with the drain's counts.
+
+What stays possible: a client that sends on a connection idle for longer than the window at
+the very moment it is closed. A proxy whose upstream idle timeout is shorter than the window
+closes such a connection first (docs/signals.md).
 
 Hooks for the worker process: ``on_tick(now)`` runs at the end of every tick (heartbeat, stuck
 requests, recycling), ``on_drain()`` when a drain begins, and ``in_flight`` maps the thread
@@ -76,6 +92,9 @@ _ACCEPTS_PER_EVENT = 64
 # worse: the kernel keeps waking the same worker, which got all 32 connections in 2 of 3 runs.
 _ACCEPTS_PER_EVENT_SHARED = 1
 _TICK_S = 1.0
+# While draining, deadlines are checked this often instead of once a tick: an idle connection
+# leaves within 0.1 s of its window and the worker exits soon after its last connection.
+_DRAIN_SWEEP_S = 0.1
 _OVERLOAD_LOG_INTERVAL_S = 10.0
 
 
@@ -91,6 +110,7 @@ class Limits:
     header_timeout: float
     body_timeout: float
     keepalive_timeout: float
+    drain_keepalive_timeout: float
     write_timeout: float
 
     @classmethod
@@ -104,6 +124,7 @@ class Limits:
             header_timeout=config.header_timeout,
             body_timeout=config.body_timeout,
             keepalive_timeout=config.keepalive_timeout,
+            drain_keepalive_timeout=config.drain_keepalive_timeout,
             write_timeout=config.write_timeout,
         )
 
@@ -112,6 +133,18 @@ class LoopState(enum.Enum):
     RUNNING = "running"
     DRAINING = "draining"
     STOPPED = "stopped"
+
+
+@dataclass(slots=True)
+class _DrainRecord:
+    """What a drain found and did, for its one log line (loop thread)."""
+
+    started: float
+    connections: int
+    running: int
+    requests_before: int
+    from_backlog: int
+    idle_closed: int = 0
 
 
 class _Listener:
@@ -147,6 +180,9 @@ class Loop:
         self.now = clock()
         self.date = formatdate(usegmt=True).encode("ascii")
         self.requests_served = 0
+        # How long an idle keep-alive connection waits for its next request: KEEPALIVE_TIMEOUT,
+        # shortened to DRAIN_KEEPALIVE_TIMEOUT once a drain begins.
+        self.idle_timeout = self.limits.keepalive_timeout
         # Requests running in pool threads: thread ident -> (method, target, start time). One
         # dict store and one delete per request; the worker's tick reads it for stuck requests.
         self.in_flight: dict[int, tuple[bytes, bytes, float]] = {}
@@ -183,6 +219,8 @@ class Loop:
         self._share = share
         self._accept_paused_until = 0.0
         self._drain_deadline = -1.0
+        self._drain: _DrainRecord | None = None
+        self._next_drain_sweep = 0.0
         self._next_tick = self.now + _TICK_S
         self._listeners = [
             _Listener(sock, _template_for(sock, config, multiprocess)) for sock in listeners
@@ -224,26 +262,38 @@ class Loop:
 
     def run(self, *, on_ready: Callable[[], None] | None = None) -> None:
         """Serve until a requested stop has drained (loop thread)."""
-        if self._share is not None:  # from now on this worker counts in the balance
-            self._share.update(len(self._connections))
-        self._set_accepting(True)
+        self.start_accepting()
         if on_ready is not None:
             on_ready()
         while self.state is not LoopState.STOPPED:
-            wake_at = self._next_tick
-            if self._accept_paused_until:
-                wake_at = min(wake_at, self._accept_paused_until)
-            self.run_once(max(0.0, wake_at - self.now))
-            self.now = now = self._clock()
-            if self._accept_paused_until and now >= self._accept_paused_until:
-                self._resume_accepting()
-            if now >= self._next_tick:
-                self._tick(now)
-            if self._stop_requested and self.state is LoopState.RUNNING:
-                self._begin_drain()
-            if self.state is LoopState.DRAINING:
-                self._check_drained()
-        self._close_all()
+            self.step()
+        self.close()
+
+    def start_accepting(self) -> None:
+        """Watch the listeners; from now on this worker counts in the balance (loop thread)."""
+        if self._share is not None:
+            self._share.update(len(self._connections))
+        self._set_accepting(True)
+
+    def step(self, max_wait_s: float | None = None) -> None:
+        """One turn of the loop: wait for events until the next timer is due (or at most
+        ``max_wait_s``), handle them, then the timers and the drain (loop thread)."""
+        wake_at = self._next_tick
+        if self._accept_paused_until:
+            wake_at = min(wake_at, self._accept_paused_until)
+        if self.state is LoopState.DRAINING:
+            wake_at = min(wake_at, self._next_drain_sweep)
+        timeout = max(0.0, wake_at - self.now)
+        self.run_once(timeout if max_wait_s is None else min(timeout, max_wait_s))
+        self.now = now = self._clock()
+        if self._accept_paused_until and now >= self._accept_paused_until:
+            self._resume_accepting()
+        if now >= self._next_tick:
+            self._tick(now)
+        if self._stop_requested and self.state is LoopState.RUNNING:
+            self._begin_drain()
+        if self.state is LoopState.DRAINING:
+            self._check_drained()
 
     def run_once(self, timeout: float) -> int:
         """Wait up to ``timeout`` for events and handle them; return how many (loop thread)."""
@@ -365,42 +415,59 @@ class Loop:
             callback()
 
     def _accept(self, listener: _Listener) -> None:
-        accept = listener.sock.accept
-        now = self.now
         share = self._share
         for _ in range(self._accepts_per_event):
             if share is not None and share.should_yield(len(self._connections)):
                 # Another worker holds fewer connections: let it take this one.
                 self._set_accepting(False)
-                self._accept_paused_until = now + BACKOFF_S
+                self._accept_paused_until = self.now + BACKOFF_S
                 return
-            try:
-                sock, address = accept()
-            except (BlockingIOError, InterruptedError):
+            if not self._accept_one(listener):
                 return
-            except OSError as exc:
-                # EMFILE/ENFILE/ENOBUFS: log and let the backlog hold the client for now.
-                logger.warning("accept() failed: %s", exc)
-                return
-            sock.setblocking(False)
-            if listener.is_unix:
-                peer = ("", "")
-            else:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                peer = (address[0], str(address[1]))
-            if self.tls_context is not None:
-                # The handshake happens in the loop, non-blocking (Connection.on_readable).
-                sock = self.tls_context.wrap_socket(
-                    sock, server_side=True, do_handshake_on_connect=False
-                )
-            connection = Connection(sock, peer, loop=self, template=listener.template, now=now)
-            self._connections.add(connection)
-            if share is not None:
-                share.update(len(self._connections))
-            self.set_interest(connection, read=True, write=False)
             if len(self._connections) >= self._config.max_connections:
                 self._set_accepting(False)
                 return
+
+    def _accept_one(self, listener: _Listener) -> bool:
+        """Accept one connection from ``listener``; False when there was none."""
+        try:
+            sock, address = listener.sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            # EMFILE/ENFILE/ENOBUFS: log and let the backlog hold the client for now.
+            logger.warning("accept() failed: %s", exc)
+            return False
+        sock.setblocking(False)
+        if listener.is_unix:
+            peer = ("", "")
+        else:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            peer = (address[0], str(address[1]))
+        if self.tls_context is not None:
+            # The handshake happens in the loop, non-blocking (Connection.on_readable).
+            sock = self.tls_context.wrap_socket(
+                sock, server_side=True, do_handshake_on_connect=False
+            )
+        connection = Connection(sock, peer, loop=self, template=listener.template, now=self.now)
+        self._connections.add(connection)
+        if self._share is not None and self.state is LoopState.RUNNING:
+            self._share.update(len(self._connections))
+        self.set_interest(connection, read=True, write=False)
+        return True
+
+    def _accept_backlog(self) -> int:
+        """Take every connection waiting in the listeners' backlog, as far as
+        MAX_CONNECTIONS allows; return how many (loop thread, at drain start).
+
+        On a reload the other workers would take them too; on a shutdown nobody would, and
+        the kernel resets what is left in a backlog when the last listener copy closes."""
+        taken = 0
+        room = self._config.max_connections - len(self._connections)
+        for listener in self._listeners:
+            while taken < room and self._accept_one(listener):
+                taken += 1
+        return taken
 
     def _resume_accepting(self) -> None:
         """Watch the listeners again, unless draining or at MAX_CONNECTIONS."""
@@ -448,38 +515,50 @@ class Loop:
                 if connection.state is not ConnectionState.READING:
                     return  # a pool thread just handed it back; its deadline is fresh
             if connection.is_idle:
-                connection.close()
+                # A lingering close: a request sent just now gets a FIN, not a reset.
+                connection.linger()
+                if self._drain is not None:
+                    self._drain.idle_closed += 1
             else:
                 connection.send_timeout_response()
 
     def _begin_drain(self) -> None:
+        now = self.now
         self.state = LoopState.DRAINING
         if self._drain_deadline != 0.0:  # 0.0: a second signal asked to stop at once
-            self._drain_deadline = self.now + self._config.graceful_timeout
+            self._drain_deadline = now + self._config.graceful_timeout
         self._set_accepting(False)
         self._accept_paused_until = 0.0
         if self._share is not None:
             self._share.leave()
+        from_backlog = self._accept_backlog()
         if self._on_drain is not None:
             self._on_drain()
-        for connection in list(self._connections):
-            # A connection that has not sent its first request yet was accepted by us, so its
-            # request is ours to answer (with Connection: close): closing it would fail it.
-            if connection.is_idle and connection.requests_served:
-                connection.close()
-        logger.info(
-            "Shutting down: %d connection(s) still open, %d request(s) running",
+        limits = self.limits
+        self.idle_timeout = min(limits.keepalive_timeout, limits.drain_keepalive_timeout)
+        self._drain = _DrainRecord(
+            started=now,
+            connections=len(self._connections),
+            running=self._pool.busy,
+            requests_before=self.requests_served,
+            from_backlog=from_backlog,
+        )
+        self._next_drain_sweep = now  # the idle connections' deadlines shrink at once
+        logger.debug(
+            "Draining: %d connection(s) open (%d from the listen backlog), %d request(s) running",
             len(self._connections),
+            from_backlog,
             self._pool.busy,
         )
 
     def _check_drained(self) -> None:
-        for connection in list(self._connections):
-            if connection.is_idle and connection.requests_served:
-                connection.close()
+        now = self.now
+        if now >= self._next_drain_sweep:
+            self._next_drain_sweep = now + _DRAIN_SWEEP_S
+            self._sweep_while_draining(now)
         if not self._connections:
             self.state = LoopState.STOPPED
-        elif self.now >= self._drain_deadline:
+        elif now >= self._drain_deadline:
             logger.warning(
                 "Graceful timeout (%.1f s) reached: closing %d connection(s), "
                 "%d request(s) still running",
@@ -488,8 +567,40 @@ class Loop:
                 self._pool.busy,
             )
             self.state = LoopState.STOPPED
+        if self.state is LoopState.STOPPED:
+            self._log_drain(now)
 
-    def _close_all(self) -> None:
+    def _sweep_while_draining(self, now: float) -> None:
+        """Give idle connections at most the drain window, then apply every deadline."""
+        latest = now + self.idle_timeout
+        write_timeout = self.limits.write_timeout
+        for connection in list(self._connections):
+            if connection.is_idle and (connection.deadline is None or connection.deadline > latest):
+                # Also catches a pool thread that set a keep-alive deadline as the drain began.
+                connection.deadline = latest
+            self._check_deadlines(connection, now, write_timeout)
+
+    def _log_drain(self, now: float) -> None:
+        drain = self._drain
+        if drain is None:  # stopped at once, before a drain began
+            return
+        logger.info(
+            "Drained in %.1f s: %d connection(s) and %d running request(s) at the start "
+            "(%d from the listen backlog), %d request(s) answered during the drain, "
+            "%d idle connection(s) closed after DRAIN_KEEPALIVE_TIMEOUT (%.1f s), "
+            "%d connection(s) cut",
+            now - drain.started,
+            drain.connections,
+            drain.running,
+            drain.from_backlog,
+            self.requests_served - drain.requests_before,
+            drain.idle_closed,
+            self.idle_timeout,
+            len(self._connections),
+        )
+
+    def close(self) -> None:
+        """Close every connection, the selector and the wake-up pipe (loop thread)."""
         for connection in list(self._connections):
             connection.close()
         self._set_accepting(False)

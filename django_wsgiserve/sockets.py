@@ -16,12 +16,19 @@ Design note:
 * A unix socket path is only ever removed when it is a socket nobody answers on (a stale file left
   by a crashed server), and ``close_listeners()`` unlinks only paths this process bound itself,
   never ones handed over by systemd.
+* ``refuse_new_connections()`` is for the shutdown of the whole server: the kernel then
+  takes no new TCP connection on a listener, while the workers still accept, and answer, what
+  waits in its backlog. Closing is not enough: the kernel resets every connection left in a
+  backlog when the last copy of its socket closes, and between a worker's last ``accept()``
+  and its ``close()`` (a few milliseconds of a busy process) new connections keep arriving.
 
 Imports only the stdlib and ``systemd``; never Django.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import errno
 import ipaddress
 import logging
@@ -30,6 +37,8 @@ import re
 import resource
 import socket
 import stat
+import struct
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -49,6 +58,7 @@ __all__ = [
     "listener_url",
     "parse_bind",
     "raise_file_limit",
+    "refuse_new_connections",
     "reuse_or_bind_listeners",
     "share_with_reloader_child",
 ]
@@ -219,6 +229,33 @@ def _remove_stale_unix_socket(address: BindAddress) -> None:
         except OSError:
             return  # e.g. EACCES: let bind() report the real problem
     raise BindError(address, errno.EADDRINUSE, os.strerror(errno.EADDRINUSE))
+
+
+# Linux: a classic BPF socket filter of one instruction, BPF_RET|BPF_K with k = 0: "accept no
+# packet". On a listening TCP socket it drops every SYN (and the last ACK of a handshake), so
+# no connection joins the backlog; connections already in it are separate sockets, untouched.
+_SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
+_BPF_DROP_ALL = struct.pack("HBBI", 0x06, 0, 0, 0)
+
+
+def refuse_new_connections(listeners: Iterable[socket.socket]) -> None:
+    """Let no new TCP connection into the backlog of ``listeners`` (Linux; elsewhere a no-op).
+
+    For the shutdown of the whole server, on sockets this process bound (never on systemd's,
+    which outlive it): connections already in the backlog can still be accepted and served,
+    a client that connects now has its SYN dropped and is refused once the socket is closed
+    (its retry, a second later, meets no listener). Unix sockets need no filter: their path
+    is removed first, so no new client can reach them.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    program = ctypes.create_string_buffer(_BPF_DROP_ALL)
+    # struct sock_fprog { unsigned short len; struct sock_filter *filter; }, native layout.
+    fprog = struct.pack("@HP", 1, ctypes.addressof(program))
+    for sock in listeners:
+        if sock.fileno() != -1 and sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):  # a seccomp filter may forbid it: close as before
+                sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
 
 
 def close_listeners(listeners: Iterable[socket.socket], *, unlink_unix: bool) -> None:

@@ -120,6 +120,11 @@ class ResponseSink(Protocol):
 
     can_sendfile: bool
 
+    @property
+    def may_keep_alive(self) -> bool:
+        """False when the response must close the connection whatever the request asked
+        (the worker is draining); read when the head is built."""
+
     def send(self, parts: list[bytes]) -> None:
         """Send ``parts`` in order; raises ClientDisconnectedError (pool thread)."""
 
@@ -401,7 +406,8 @@ class RequestCycle:
             http_version=request.http_version,
             status_code=status_code,
             content_length=self._content_length,
-            keep_alive=self._keep_alive,
+            # Decided now, not when the request came: a drain may have begun meanwhile.
+            keep_alive=self._keep_alive and self._sink.may_keep_alive,
         )
         head = self._writer.head(
             status=self._status,

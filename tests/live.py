@@ -306,3 +306,32 @@ def stop_all(servers: Sequence[LiveServer]) -> None:
     codes = [(server.stop(), server) for server in servers]
     failures = [f"exit {code}:\n{server.log()[-3000:]}" for code, server in codes if code != 0]
     assert not failures, "\n".join(failures)
+
+
+# -- polling and process helpers for real-server tests -------------------------------------
+
+
+def workers_of(server: LiveServer) -> set[int]:
+    """The pids of the master's children (its workers, and a reload's check child)."""
+    try:
+        text = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text()
+    except FileNotFoundError:
+        return set()
+    return {int(pid) for pid in text.split()}
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 15.0) -> bool:
+    """Poll ``predicate`` every 20 ms until it holds; False after ``timeout`` seconds."""
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def count_messages(server: LiveServer, text: str) -> int:
+    """How many sd_notify datagrams so far contain ``text`` (reading what has arrived)."""
+    assert server.notify is not None
+    server.notify.wait_for("\0never", 0.01)
+    return sum(text in message for message in server.notify.messages)

@@ -22,7 +22,15 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.live import LiveServer, is_closed, read_response, stop_all
+from tests.live import (
+    LiveServer,
+    count_messages,
+    is_closed,
+    read_response,
+    stop_all,
+    wait_until,
+    workers_of,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -54,30 +62,6 @@ def start(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
 
     yield start_server
     stop_all(servers)
-
-
-def workers_of(server: LiveServer) -> set[int]:
-    try:
-        text = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text()
-    except FileNotFoundError:
-        return set()
-    return {int(pid) for pid in text.split()}
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 15.0) -> bool:
-    end = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.02)
-    return True
-
-
-def count_messages(server: LiveServer, text: str) -> int:
-    """How many sd_notify datagrams so far contain ``text`` (reading what has arrived)."""
-    assert server.notify is not None
-    server.notify.wait_for("\0never", 0.01)
-    return sum(text in message for message in server.notify.messages)
 
 
 def echo_pid(server: LiveServer) -> int:

@@ -129,7 +129,7 @@ class Harness:
         return bytes(self.received)
 
     def close(self) -> None:
-        self.loop._close_all()
+        self.loop.close()
         self.client.close()
 
 

@@ -35,5 +35,5 @@ def test_a_new_connection_counts_its_header_timeout_from_its_arrival() -> None:
         assert connection.deadline == 100.9 + 1
     finally:
         client.close()
-        loop._close_all()
+        loop.close()
         listener.close()

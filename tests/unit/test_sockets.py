@@ -17,6 +17,7 @@ from django_wsgiserve.sockets import (
     inherited_listeners,
     listener_url,
     parse_bind,
+    refuse_new_connections,
 )
 
 INET, INET6, UNIX = socket.AF_INET, socket.AF_INET6, socket.AF_UNIX
@@ -240,3 +241,28 @@ def test_inherited_listeners_none(environ):
     assert inherited_listeners(environ) == []
     assert "LISTEN_FDS" not in environ
     assert "LISTEN_PID" not in environ
+
+
+def test_refuse_new_connections_keeps_the_backlog_and_takes_nothing_new():
+    """For a full shutdown: a connection already in the backlog is still accepted and served,
+    a new one joins nothing (its SYN is dropped; it is refused once the socket closes)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    queued = socket.create_connection(listener.getsockname(), timeout=5)
+    late = socket.socket()
+    late.settimeout(0.3)
+    try:
+        queued.sendall(b"request")
+        refuse_new_connections([listener])
+        with pytest.raises(TimeoutError):
+            late.connect(listener.getsockname())
+        accepted, _ = listener.accept()
+        with accepted:
+            assert accepted.recv(16) == b"request"
+            accepted.sendall(b"response")
+        assert queued.recv(16) == b"response"
+    finally:
+        queued.close()
+        late.close()
+        listener.close()

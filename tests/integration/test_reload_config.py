@@ -24,7 +24,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.test import override_settings
 
-from tests.integration.test_arbiter import Load, count_messages, wait_until, workers_of
+from tests.integration.test_arbiter import Load
 from tests.integration.test_systemd import (
     SOCKET_ACTIVATE,
     START_TIMEOUT_S,
@@ -37,7 +37,16 @@ from tests.integration.test_systemd import (
     _spawn,
     _stop,
 )
-from tests.live import LiveServer, NotifyListener, read_response, stop_all
+from tests.keepalive import KeepAliveLoad
+from tests.live import (
+    LiveServer,
+    NotifyListener,
+    count_messages,
+    read_response,
+    stop_all,
+    wait_until,
+    workers_of,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -103,7 +112,9 @@ def test_config_change_under_load_fails_no_request(start, tmp_path):
     first = workers_of(server)
     assert len(first) == 2
     write_config(tmp_path, WORKERS=2, THREADS=4, MAX_REQUESTS=40, SERVER_HEADER="reloaded")
-    with Load(server) as load:
+    # Clients of both kinds: one request per connection, and keep-alive ones (the old
+    # workers, adopted by the re-executed master, drain their kept-alive connections).
+    with Load(server) as load, KeepAliveLoad(server.address, clients=4) as keepalive:
         load.wait_for_requests(30)
         hup_and_wait_ready(server, 2)
         assert wait_until(lambda: len(workers_of(server)) == 2 and not first & workers_of(server))
@@ -112,6 +123,8 @@ def test_config_change_under_load_fails_no_request(start, tmp_path):
         assert wait_until(lambda: "(MAX_REQUESTS): asking to be replaced" in server.log())
         load.wait_for_requests(30)
     assert load.failures == []
+    assert keepalive.result.failures == []
+    assert keepalive.result.ok > 0
     assert_master_alive(server)
     config, server_header = probe(server)
     assert config["threads"] == 4

@@ -21,8 +21,9 @@ Invariants:
   either a correct 500 or a closed connection, never with a second status line.
 * Hop-by-hop headers from the application (PEP 3333 forbids them) never reach the wire: the
   server owns the framing and the connection. ``Connection: close`` is honoured (the connection
-  closes after the response), as runserver and gunicorn do and many projects rely on; any other
-  hop-by-hop header is dropped with one WARNING per header name and worker process.
+  closes after the response; closing is always allowed, and an app or middleware that asks for
+  it means it); any other hop-by-hop header is dropped with one WARNING per header name and
+  worker process.
 * The server never adds a Content-Length to a status without content (1xx, 204, 304), and the
   writer drops the application's (``http.framing.has_no_content``).
 * Request headers whose names contain ``_`` are dropped: ``X_Forwarded_For`` and
@@ -392,8 +393,8 @@ class RequestCycle:
                 continue
             if lower == "connection":
                 # RFC 9110 §7.6.1: Connection is a list of options; "close" asks to close the
-                # connection after this response (RFC 9112 §9.6). runserver and gunicorn
-                # honour it, and projects rely on it (e.g. to end a client's keep-alive).
+                # connection after this response (RFC 9112 §9.6), which a server may always do.
+                # Projects set it to end a client's keep-alive (after an error, a logout).
                 options = {option.strip().lower() for option in value.split(",")}
                 if "close" in options:
                     self._keep_alive = False

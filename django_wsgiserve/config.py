@@ -259,8 +259,9 @@ class ServerConfig:
     certfile: str = option(
         "",
         doc="TLS certificate chain (PEM) for serving HTTPS directly, for small deployments "
-        "without a proxy; set KEYFILE too. Every listener then speaks TLS 1.2 or newer and "
-        "wsgi.url_scheme is https. Empty: plain HTTP.",
+        "without a proxy; set KEYFILE too. Every listener then speaks TLS 1.2 or newer (TLS "
+        "1.2 with AEAD cipher suites only, Mozilla's intermediate list) and wsgi.url_scheme "
+        "is https. Empty: plain HTTP.",
         group=_SOCKETS,
         metavar="PATH",
     )

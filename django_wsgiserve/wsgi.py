@@ -19,6 +19,13 @@ Invariants:
 * Nothing an application does can corrupt the connection for the next request: wrong
   Content-Length, exceptions after the head was sent, or a missing start_response all end with
   either a correct 500 or a closed connection, never with a second status line.
+* Hop-by-hop headers from the application (PEP 3333 forbids them) never reach the wire: the
+  server owns the framing and the connection. ``Connection: close`` is honoured (the connection
+  closes after the response; closing is always allowed, and an app or middleware that asks for
+  it means it); any other hop-by-hop header is dropped with one WARNING per header name and
+  worker process.
+* The server never adds a Content-Length to a status without content (1xx, 204, 304), and the
+  writer drops the application's (``http.framing.has_no_content``).
 * Request headers whose names contain ``_`` are dropped: ``X_Forwarded_For`` and
   ``X-Forwarded-For`` would otherwise both become ``HTTP_X_FORWARDED_FOR`` and a client could
   spoof the header a proxy sets (Django's runserver does the same).
@@ -33,12 +40,13 @@ import logging
 import os
 import stat
 import sys
+import threading
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote_to_bytes
 
 from .errors import ApplicationError, ClientDisconnectedError
-from .http.framing import Framing, choose_framing
+from .http.framing import Framing, choose_framing, has_no_content
 from .http.writer import LAST_CHUNK
 
 if TYPE_CHECKING:
@@ -52,17 +60,25 @@ if TYPE_CHECKING:
     ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
     WSGIApplication = Callable[..., Iterable[bytes]]
 
-__all__ = ["EnvironTemplate", "FileWrapper", "RequestCycle", "ResponseSink"]
+__all__ = [
+    "EnvironTemplate",
+    "FileWrapper",
+    "HopByHopWarnings",
+    "RequestCycle",
+    "ResponseSink",
+]
 
 logger = logging.getLogger(__name__)
 
-# RFC 9110 §7.6.1 and PEP 3333: an application must not send hop-by-hop headers.
+# RFC 9110 §7.6.1 and PEP 3333: an application must not send hop-by-hop headers (the list of
+# wsgiref.util.is_hop_by_hop, plus Trailer and the legacy Proxy-Connection).
 HOP_BY_HOP = frozenset(
     {
         "connection",
         "keep-alive",
         "proxy-authenticate",
         "proxy-authorization",
+        "proxy-connection",
         "te",
         "trailer",
         "trailers",
@@ -89,6 +105,44 @@ def _environ_key(name: bytes) -> str | None:
     if len(_ENVIRON_KEYS) < _MAX_CACHED_KEYS:
         _ENVIRON_KEYS[name] = result
     return result
+
+
+class HopByHopWarnings:
+    """Remembers the hop-by-hop header names already logged, so that an application (or a
+    middleware) that sends one on every response logs it once, not once a request (any thread).
+
+    The names are lower-cased and drawn from ``HOP_BY_HOP``, so the set stays tiny.
+    """
+
+    __slots__ = ("_lock", "_warned")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._warned: set[str] = set()
+
+    def warn(self, name: str, request: Request) -> None:
+        """Log that the header ``name`` was dropped, unless that name was logged before. The
+        value is not logged: Proxy-Authorization carries credentials."""
+        lowered = name.lower()
+        if lowered in self._warned:  # the usual case once warned: no lock
+            return
+        with self._lock:  # two pool threads may meet the same name at once: one logs
+            if lowered in self._warned:
+                return
+            self._warned.add(lowered)
+        logger.warning(
+            "The application sent the hop-by-hop header %r in its response to %s %s; it is "
+            "not sent (PEP 3333: the server owns the connection and the framing). Logged once "
+            "per header name.",
+            name,
+            request.method.decode("latin-1"),
+            request.target.decode("latin-1"),
+        )
+
+
+# One per worker process unless the caller passes its own (a fork starts with an empty set:
+# the master runs no application).
+_PROCESS_HOP_BY_HOP_WARNINGS = HopByHopWarnings()
 
 
 class FileWrapper:
@@ -223,6 +277,7 @@ class RequestCycle:
         "_get_date",
         "_headers",
         "_headers_sent",
+        "_hop_by_hop_warnings",
         "_is_deferred",
         "_is_head",
         "_keep_alive",
@@ -245,6 +300,7 @@ class RequestCycle:
         access_log: AccessLog | None,
         keep_alive: bool,
         started: float,
+        hop_by_hop_warnings: HopByHopWarnings | None = None,
     ) -> None:
         self._app = app
         self._environ = environ
@@ -255,6 +311,7 @@ class RequestCycle:
         self._access_log = access_log
         self._keep_alive = keep_alive
         self._started = started
+        self._hop_by_hop_warnings = hop_by_hop_warnings or _PROCESS_HOP_BY_HOP_WARNINGS
         self._is_head = request.method == b"HEAD"
         self._status: str | None = None
         self._headers: list[tuple[str, str]] = []
@@ -311,6 +368,7 @@ class RequestCycle:
         if type(status) is not str:
             raise ApplicationError(f"WSGI status must be a str, not {type(status).__name__}")
         content_length = None
+        has_hop_by_hop = False
         for name, value in headers:
             if type(name) is not str or type(value) is not str:
                 raise ApplicationError(f"WSGI header {name!r}: {value!r} must be a pair of str")
@@ -323,11 +381,32 @@ class RequestCycle:
                 if content_length < 0:
                     raise ApplicationError(f"Invalid Content-Length {value!r}")
             elif lower in HOP_BY_HOP:
-                raise ApplicationError(f"Hop-by-hop header {name!r} is not allowed (PEP 3333)")
+                has_hop_by_hop = True
         self._status = status
-        self._headers = list(headers)
+        self._headers = self._without_hop_by_hop(headers) if has_hop_by_hop else list(headers)
         self._content_length = content_length
         return self.write
+
+    def _without_hop_by_hop(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The headers without hop-by-hop ones; honour ``Connection: close``, warn about the
+        rest."""
+        kept = []
+        for name, value in headers:
+            lower = name.lower()
+            if lower not in HOP_BY_HOP:
+                kept.append((name, value))
+                continue
+            if lower == "connection":
+                # RFC 9110 §7.6.1: Connection is a list of options; "close" asks to close the
+                # connection after this response (RFC 9112 §9.6), which a server may always do.
+                # Projects set it to end a client's keep-alive (after an error, a logout).
+                options = {option.strip().lower() for option in value.split(",")}
+                if "close" in options:
+                    self._keep_alive = False
+                    if not options - {"close"}:
+                        continue  # exactly what the server does itself: nothing to warn about
+            self._hop_by_hop_warnings.warn(name, self._request)
+        return kept
 
     def write(self, data: bytes) -> None:
         """The ``write()`` callable returned by ``start_response``."""
@@ -424,6 +503,11 @@ class RequestCycle:
         return head
 
     def _set_content_length(self, length: int) -> None:
+        """Declare a length the server measured, unless the status has no content (RFC 9110
+        §8.6: never a Content-Length in a 1xx or 204, in a 304 only the 200's length)."""
+        status_code = self._status[:3] if self._status is not None else ""
+        if status_code.isdigit() and has_no_content(int(status_code)):
+            return
         self._content_length = length
         self._headers.append(("Content-Length", str(length)))
 

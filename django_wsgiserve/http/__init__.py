@@ -17,7 +17,7 @@ from django_wsgiserve.http.events import (
     ParserSignal,
     Request,
 )
-from django_wsgiserve.http.framing import Framing, choose_framing
+from django_wsgiserve.http.framing import Framing, choose_framing, has_no_content
 from django_wsgiserve.http.parser import RequestParser
 from django_wsgiserve.http.writer import LAST_CHUNK, ResponseWriter, encode_chunk
 
@@ -35,4 +35,5 @@ __all__ = [
     "ResponseWriter",
     "choose_framing",
     "encode_chunk",
+    "has_no_content",
 ]

@@ -123,13 +123,15 @@ HOST = URI_HOST + rb"(?::" + PORT + rb")?"
 
 # RFC 9112 §2.3: HTTP-version = HTTP-name "/" DIGIT "." DIGIT; HTTP-name = %s"HTTP"
 HTTP_VERSION = rb"HTTP/[0-9]\.[0-9]"
-# RFC 9112 §3.2: request-target; every form is made of visible ASCII (%x21-7E), which is all
-# the parser demands before it tells the forms apart.
-REQUEST_TARGET = rb"[\x21-\x7e]+"
+# RFC 9112 §3.2: request-target; every form is made of visible ASCII (%x21-7E) but "#": no form
+# has a fragment (origin-form is absolute-path [ "?" query ], absolute-form is absolute-URI, and
+# RFC 3986 §3.3, §3.4 and §4.3 leave "#" out of both). That is all the parser demands before it
+# tells the forms apart.
+REQUEST_TARGET = rb"[\x21\x22\x24-\x7e]+"
 # RFC 9112 §3: request-line = method SP request-target SP HTTP-version; RFC 9110 §9.1:
-# method = token. This fast-path pattern accepts only the two versions we serve; group 3 is the
-# minor version digit.
-REQUEST_LINE_11 = rb"(" + TOKEN + rb") (" + REQUEST_TARGET + rb") HTTP/1\.([01])"
+# method = token. This fast-path pattern accepts only major version 1; group 3 is the minor
+# version digit (RFC 9110 §2.5: a higher minor version is processed as 1.1).
+REQUEST_LINE_11 = rb"(" + TOKEN + rb") (" + REQUEST_TARGET + rb") HTTP/1\.([0-9])"
 # RFC 9112 §3.2.2: absolute-form = absolute-URI, restricted to the http and https schemes
 # (scheme is case-insensitive, RFC 9110 §4.2.3). RFC 9110 §4.2.4: userinfo is not allowed, so
 # "@" simply fails to match. Group 1 is the authority, group 2 the path-abempty, group 3 the

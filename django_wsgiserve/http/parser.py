@@ -129,9 +129,28 @@ _KNOWN_NAMES = {
 }
 _CHUNK_LINE_MATCH = grammar.CHUNK_LINE_RE.fullmatch
 _BARE_SEARCH = grammar.BARE_CR_OR_LF_RE.search
-# The only header fields the parser itself interprets; all others only pass through.
-_FRAMING_FIELDS = frozenset(
-    (b"host", b"content-length", b"transfer-encoding", b"connection", b"expect")
+# RFC 9110 §5.3: only a field defined as a comma-separated list may be sent in several field
+# lines. These singleton fields have one value whose meaning a combined "a, b" would garble, and
+# an intermediary that kept the first line while the application got the last would disagree
+# with it about the request: more than one line of any of them is a 400 (like Host, RFC 9112
+# §3.2; Content-Length has its own rule). Content-Type: RFC 9110 §8.3; Authorization and
+# Proxy-Authorization: §11.6.2, §11.7.2; Range: §14.2; If-Range: §13.1.5; If-Modified-Since and
+# If-Unmodified-Since: §13.1.3, §13.1.4.
+_SINGLETON_FIELDS = frozenset(
+    (
+        b"content-type",
+        b"authorization",
+        b"proxy-authorization",
+        b"range",
+        b"if-range",
+        b"if-modified-since",
+        b"if-unmodified-since",
+    )
+)
+# The header fields the parser itself looks at; all others only pass through.
+_INTERPRETED_FIELDS = (
+    frozenset((b"host", b"content-length", b"transfer-encoding", b"connection", b"expect"))
+    | _SINGLETON_FIELDS
 )
 
 
@@ -309,7 +328,7 @@ class RequestParser:
         path, query, authority = _split_target(method, target)
         block = head[line_end + 2 :]
         headers = []
-        framing: dict[bytes, list[bytes]] = {}  # the framing fields, usually just Host
+        framing: dict[bytes, list[bytes]] = {}  # the interpreted fields, usually just Host
         if block:
             lines = block.split(_CRLF)
             # RFC 9112 §2.2, RFC 9110 §5.5: no CTL but HTAB, and no CR or LF outside CRLF.
@@ -328,10 +347,12 @@ class RequestParser:
                     self._fail_head(head + _BLANK_LINE)
                 value = value.strip(b" \t")  # RFC 9112 §5: OWS is not part of the value
                 headers.append((lowered, value))
-                if lowered in _FRAMING_FIELDS:
+                if lowered in _INTERPRETED_FIELDS:
                     framing.setdefault(lowered, []).append(value)
+        # RFC 9110 §2.5: a higher minor version (HTTP/1.2) is processed as 1.1, the highest
+        # minor version of HTTP/1 we conform to.
         return self._interpret_head(
-            method, target, path, query, authority, minor == b"1", tuple(headers), framing
+            method, target, path, query, authority, minor != b"0", tuple(headers), framing
         )
 
     def _interpret_head(
@@ -345,9 +366,10 @@ class RequestParser:
         headers: tuple[tuple[bytes, bytes], ...],
         framing: dict[bytes, list[bytes]],
     ) -> Request:
-        """Apply the header semantics the parser owns (Host, body framing, Expect, Connection)
-        and set up the body state. The head is syntactically valid when this runs, so the
-        order of these checks is the order of the errors, whatever the read sizes."""
+        """Apply the header semantics the parser owns (Host, singleton fields, body framing,
+        Expect, Connection) and set up the body state. The head is syntactically valid when
+        this runs, so the order of these checks is the order of the errors, whatever the read
+        sizes."""
         hosts = framing.get(b"host")
         if hosts is not None and len(hosts) == 1 and hosts[0] == self._valid_host:
             host = hosts[0]  # the same Host as the previous request on this connection
@@ -361,6 +383,12 @@ class RequestParser:
         content_length = None
         is_chunked = False
         if len(framing) > 1 or hosts is None:  # anything beyond Host
+            for name, values in framing.items():
+                if len(values) > 1 and name in _SINGLETON_FIELDS:
+                    raise InvalidHeaderError(
+                        f"more than one {name.decode('ascii')} field line: it has a single"
+                        " value (RFC 9110 §5.3)"
+                    )
             content_lengths = framing.get(b"content-length")
             if content_lengths:
                 content_length = _content_length(content_lengths)
@@ -609,12 +637,16 @@ def _diagnose_request_line(line: bytes) -> None:
     method, target, version = parts
     if grammar.TOKEN_RE.fullmatch(method) is None:
         raise InvalidRequestLineError("the method is not a token (RFC 9110 §9.1)")
-    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
-        if grammar.HTTP_VERSION_RE.fullmatch(version) is not None:
-            raise VersionNotSupportedError(f"HTTP version {version!r} is not supported")
+    if grammar.HTTP_VERSION_RE.fullmatch(version) is None:
         raise InvalidRequestLineError("malformed HTTP-version (RFC 9112 §2.3)")
+    if version[5] != ord("1"):
+        # RFC 9110 §2.5: any HTTP/1.x is served (as 1.1 when x > 1); other majors are not.
+        raise VersionNotSupportedError(f"HTTP version {version!r} is not supported")
     if not target:
         raise InvalidTargetError("empty request-target")
+    if b"#" in target:
+        # RFC 9112 §3.2: no form of request-target has a fragment; a client strips it.
+        raise InvalidTargetError("the request-target has a fragment ('#')")
     if grammar.REQUEST_TARGET_RE.fullmatch(target) is None:
         raise InvalidTargetError("the request-target has bytes other than visible ASCII")
     _split_target(method, target)

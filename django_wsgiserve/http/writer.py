@@ -5,8 +5,11 @@ header are validated against the grammar before they reach the wire, because a C
 header value is response splitting (RFC 9112 §11.1); a violation is an ``ApplicationError``
 (the app broke WSGI; the caller answers 500). The writer adds only what the server owns:
 ``Date``, ``Server``, ``Transfer-Encoding: chunked`` and ``Connection``, according to the
-framing chosen by ``framing.choose_framing``. The status line always says HTTP/1.1, the highest
-version we conform to (RFC 9110 §2.5), whatever the request version.
+framing chosen by ``framing.choose_framing``. It removes only the framing headers
+(Content-Length, Transfer-Encoding) of a status that has no content (1xx, 204, 304: see
+``framing.has_no_content``), which RFC 9110 §8.6 and RFC 9112 §6.1 forbid there. The status
+line always says HTTP/1.1, the highest version we conform to (RFC 9110 §2.5), whatever the
+request version.
 
 Speed: one list of native strings, one ``join`` and one latin-1 ``encode`` per head. Header
 names seen in most responses are known to be tokens and skip the name regex.
@@ -19,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from django_wsgiserve.errors import ApplicationError, ConfigError
 from django_wsgiserve.http import grammar
-from django_wsgiserve.http.framing import Framing
+from django_wsgiserve.http.framing import Framing, has_no_content
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -61,6 +64,8 @@ _KNOWN_NAMES = frozenset(
         "Retry-After",
     )
 )
+# Dropped from the head of a status without content (lower-cased).
+_FRAMING_NAMES = frozenset(("content-length", "transfer-encoding"))
 _TOKEN_MATCH = grammar.TOKEN_STR_RE.fullmatch
 _VALUE_MATCH = grammar.VALUE_STR_RE.fullmatch
 
@@ -99,7 +104,9 @@ class ResponseWriter:
         if type(status) is not str or grammar.STATUS_STR_RE.fullmatch(status) is None:
             raise ApplicationError(f"invalid WSGI status {status!r} (want '200 OK')")
         parts = ["HTTP/1.1 ", status, "\r\n"]
-        has_date, has_server = _append_headers(parts, headers)
+        has_date, has_server = _append_headers(
+            parts, headers, drop_framing=has_no_content(int(status[:3]))
+        )
         if not has_date:
             parts.append(f"Date: {date.decode('latin-1')}\r\n")
         if self._server_line and not has_server:
@@ -121,7 +128,9 @@ class ResponseWriter:
         if type(status) is not str or grammar.STATUS_STR_RE.fullmatch(status) is None:
             raise ApplicationError(f"invalid status {status!r} (want '200 OK')")
         parts = ["HTTP/1.1 ", status, "\r\n"]
-        has_date, has_server = _append_headers(parts, headers)
+        has_date, has_server = _append_headers(
+            parts, headers, drop_framing=has_no_content(int(status[:3]))
+        )
         if has_date or has_server:
             return None
         return "".join(parts).encode("latin-1")
@@ -175,8 +184,11 @@ class ResponseWriter:
         return "".join(parts).encode("latin-1") + body
 
 
-def _append_headers(parts: list[str], headers: Iterable[tuple[str, str]]) -> tuple[bool, bool]:
-    """Validate and append ``Name: value`` lines; return (has Date, has Server)."""
+def _append_headers(
+    parts: list[str], headers: Iterable[tuple[str, str]], *, drop_framing: bool = False
+) -> tuple[bool, bool]:
+    """Validate and append ``Name: value`` lines; return (has Date, has Server). With
+    ``drop_framing``, Content-Length and Transfer-Encoding are validated but left out."""
     has_date = has_server = False
     try:
         for name, value in headers:
@@ -189,6 +201,8 @@ def _append_headers(parts: list[str], headers: Iterable[tuple[str, str]]) -> tup
                 lowered = name.lower()
                 has_date = has_date or lowered == "date"
                 has_server = has_server or lowered == "server"
+            elif drop_framing and name.lower() in _FRAMING_NAMES:
+                continue
             parts.append(f"{name}: {value}\r\n")
     except (TypeError, ValueError) as exc:
         # Not a list of (str, str) pairs: bytes, None, or tuples of the wrong length.

@@ -447,6 +447,33 @@ def test_hop_by_hop_default_is_connection() -> None:
     assert ("Connection", "foo") in call("/hop_by_hop/").headers
 
 
+def test_hop_by_hop_value_can_be_chosen() -> None:
+    result = call("/hop_by_hop/", "header=connection&value=close")
+    assert ("Connection", "close") in result.headers
+    assert result.body == hop_by_hop.BODY
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "length", "body"),
+    [
+        pytest.param("", "204 No Content", None, b"", id="default-204"),
+        pytest.param("status=304", "304 Not Modified", None, b"", id="304"),
+        pytest.param("content_length=0", "204 No Content", "0", b"", id="app-length"),
+        pytest.param("status=304&content_length=9&body=x", "304 Not Modified", "9", b"x", id="all"),
+    ],
+)
+def test_no_content(query: str, status: str, length: str | None, body: bytes) -> None:
+    result = call("/no_content/", query)
+    assert result.status == status
+    assert result.header("Content-Length") == length
+    assert result.header("ETag") == '"v1"'
+    assert result.body == body
+
+
+def test_no_content_refuses_other_statuses() -> None:
+    assert call("/no_content/", "status=200").code == 400
+
+
 def test_no_start_response() -> None:
     result = Result()
     iterable = router.application(make_environ("/no_start_response/"), start(result))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from django_wsgiserve.http import Framing, choose_framing
+from django_wsgiserve.http import Framing, choose_framing, has_no_content
 
 CL = Framing.CONTENT_LENGTH
 CHUNKED = Framing.CHUNKED
@@ -50,3 +50,23 @@ def test_choose_framing(method, version, status, length, keep_alive, expected):
         keep_alive=keep_alive,
     )
     assert result == expected
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        pytest.param(100, True, id="100"),
+        pytest.param(103, True, id="103"),
+        pytest.param(199, True, id="199"),
+        pytest.param(200, False, id="200"),
+        pytest.param(204, True, id="204"),
+        pytest.param(205, False, id="205"),
+        pytest.param(206, False, id="206"),
+        pytest.param(304, True, id="304"),
+        pytest.param(302, False, id="302"),
+        pytest.param(404, False, id="404"),
+    ],
+)
+def test_has_no_content(status, expected):
+    # RFC 9110 §6.4.1: 1xx, 204 and 304 never have content, so no framing header (§8.6).
+    assert has_no_content(status) is expected

@@ -13,6 +13,7 @@ from django_wsgiserve.errors import (
     InvalidChunkError,
     InvalidHeaderError,
     InvalidRequestLineError,
+    InvalidTargetError,
     MissingHostError,
     ProtocolError,
     TruncatedRequestError,
@@ -335,6 +336,8 @@ def test_leading_empty_lines_are_consumed():
         pytest.param(b"1.0", b"keep-alive", True, id="1.0-keep-alive"),
         pytest.param(b"1.0", b"KEEP-ALIVE", True, id="1.0-keep-alive-upper"),
         pytest.param(b"1.0", b"keep-alive, close", False, id="1.0-close-wins"),
+        pytest.param(b"1.2", None, True, id="1.2-persists-as-1.1"),
+        pytest.param(b"1.9", b"close", False, id="1.9-close"),
     ],
 )
 def test_keep_alive(version, connection, keep_alive):
@@ -370,3 +373,66 @@ def test_target_forms(target, path, query, host):
         query,
         host,
     )
+
+
+@pytest.mark.parametrize("minor", [b"2", b"5", b"9"])
+def test_higher_minor_version_is_processed_as_1_1(minor):
+    # RFC 9110 §2.5: a recipient processes a higher minor version as the highest it supports.
+    parser = RequestParser()
+    parser.feed(b"GET /v HTTP/1." + minor + b"\r\nHost: a\r\n\r\n")
+    request = parser.next_event()
+    assert isinstance(request, Request)
+    assert request.http_version == b"1.1"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(b"Content-Type", id="content-type"),
+        pytest.param(b"Authorization", id="authorization"),
+        pytest.param(b"Proxy-Authorization", id="proxy-authorization"),
+        pytest.param(b"Range", id="range"),
+        pytest.param(b"If-Range", id="if-range"),
+        pytest.param(b"If-Modified-Since", id="if-modified-since"),
+        pytest.param(b"If-Unmodified-Since", id="if-unmodified-since"),
+    ],
+)
+def test_a_singleton_field_in_two_lines_is_400(name):
+    parser = RequestParser()
+    parser.feed(b"GET / HTTP/1.1\r\nHost: a\r\n" + name + b": x\r\n" + name + b": y\r\n\r\n")
+    with pytest.raises(InvalidHeaderError) as caught:
+        parser.next_event()
+    assert caught.value.status_code == 400
+    assert name.lower().decode() in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(b"Accept", id="list-field"),
+        pytest.param(b"If-None-Match", id="list-precondition"),
+        pytest.param(b"X-Custom", id="unknown-field"),
+    ],
+)
+def test_a_list_field_in_two_lines_is_kept(name):
+    parser = RequestParser()
+    parser.feed(b"GET / HTTP/1.1\r\nHost: a\r\n" + name + b": x\r\n" + name + b": y\r\n\r\n")
+    request = parser.next_event()
+    assert isinstance(request, Request)
+    lowered = name.lower()
+    assert [value for key, value in request.headers if key == lowered] == [b"x", b"y"]
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        pytest.param(b"/frag#x", id="origin-form"),
+        pytest.param(b"/?q#", id="after-query"),
+        pytest.param(b"http://h/p#f", id="absolute-form"),
+    ],
+)
+def test_a_fragment_in_the_target_is_400(target):
+    parser = RequestParser()
+    parser.feed(b"GET " + target + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+    with pytest.raises(InvalidTargetError, match="fragment"):
+        parser.next_event()

@@ -196,6 +196,61 @@ def test_valid_status_passes_through(status):
     assert head(status=status).startswith(b"HTTP/1.1 " + status.encode("latin-1") + b"\r\n")
 
 
+@pytest.mark.parametrize(
+    "status",
+    [
+        pytest.param("204 No Content", id="204"),
+        pytest.param("304 Not Modified", id="304"),
+        pytest.param("100 Continue", id="100"),
+        pytest.param("103 Early Hints", id="103"),
+    ],
+)
+@pytest.mark.parametrize(
+    "framing_headers",
+    [
+        pytest.param([("Content-Length", "0")], id="length-zero"),
+        pytest.param([("content-length", "1234")], id="length-lower-case"),
+        pytest.param([("Transfer-Encoding", "chunked")], id="transfer-encoding"),
+        pytest.param(
+            [("CONTENT-LENGTH", "5"), ("TRANSFER-ENCODING", "chunked")], id="both-upper-case"
+        ),
+    ],
+)
+def test_a_status_without_content_loses_its_framing_headers(status, framing_headers):
+    # RFC 9110 §8.6: no Content-Length in 1xx and 204, in 304 only the 200's length (which the
+    # server cannot check); RFC 9112 §6.1: no Transfer-Encoding in 1xx and 204.
+    headers = [("ETag", '"v1"'), *framing_headers, ("Cache-Control", "max-age=60")]
+    expected = (
+        b"HTTP/1.1 "
+        + status.encode()
+        + b'\r\nETag: "v1"\r\nCache-Control: max-age=60\r\n'
+        + DATE_LINE
+        + b"\r\n"
+    )
+    assert head(status=status, headers=headers, framing=Framing.NO_BODY) == expected
+    writer = ResponseWriter()
+    prepared = writer.prepare_head(status=status, headers=headers)
+    assert prepared is not None
+    from_prepared = writer.head_from_prepared(
+        prepared, http_version=b"1.1", framing=Framing.NO_BODY, keep_alive=True, date=DATE
+    )
+    assert from_prepared == expected
+
+
+@pytest.mark.parametrize(
+    "status", [pytest.param("200 OK", id="200"), pytest.param("205 Reset Content", id="205")]
+)
+def test_a_status_with_content_keeps_its_content_length_even_without_a_body(status):
+    # HEAD: the framing is NO_BODY, but the length is the one a GET would get (RFC 9110 §8.6).
+    result = head(status=status, headers=[("Content-Length", "42")], framing=Framing.NO_BODY)
+    assert b"\r\nContent-Length: 42\r\n" in result
+
+
+def test_framing_headers_of_a_status_without_content_are_still_validated():
+    with pytest.raises(ApplicationError):
+        head(status="204 No Content", headers=[("Content-Length", "0\r\nX-Evil: 1")])
+
+
 def test_invalid_server_header_is_a_config_error():
     with pytest.raises(ConfigError):
         ResponseWriter(server_header="x\r\nSet-Cookie: a=1")

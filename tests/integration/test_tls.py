@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import ssl
-import subprocess
 from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.certificates import self_signed
 from tests.live import ResponseReader, is_closed
 
 if TYPE_CHECKING:
@@ -25,21 +24,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1, made with the openssl command."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("the openssl command is not installed (Debian package openssl)")
-    directory = tmp_path_factory.mktemp("tls")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        [
-            *(openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
-            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"),
-            *("-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
+    return self_signed(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +102,59 @@ def test_untrusted_certificate_fails_the_handshake_not_the_server(
     with tls_server.connect() as raw, pytest.raises(ssl.SSLCertVerificationError):
         ssl.create_default_context().wrap_socket(raw, server_hostname="127.0.0.1")
     with client(tls_server, certificate) as sock:
+        sock.sendall(b"GET /hello HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        assert ResponseReader(sock).read().body == b"Hello, World!"
+
+
+# CBC suites a scanner flags (LUCKY13): those the ssl module offered by default (HMAC-SHA2) and
+# the older HMAC-SHA1 ones, with ECDHE and with RSA key exchange.
+CBC_ONLY = ":".join(
+    (
+        "ECDHE-RSA-AES128-SHA256",
+        "ECDHE-RSA-AES256-SHA384",
+        "ECDHE-RSA-AES128-SHA",
+        "ECDHE-RSA-AES256-SHA",
+        "AES128-SHA256",
+        "AES256-SHA256",
+        "AES128-SHA",
+        "AES256-SHA",
+    )
+)
+
+
+def tls12_client(certificate: tuple[Path, Path], ciphers: str) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(cafile=str(certificate[0]))
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(ciphers)
+    return context
+
+
+def test_a_cbc_only_tls12_client_is_refused(tls_server: LiveServer, certificate) -> None:
+    context = tls12_client(certificate, CBC_ONLY)
+    with tls_server.connect() as raw, pytest.raises(ssl.SSLError):
+        context.wrap_socket(raw, server_hostname="127.0.0.1").close()
+    assert "Traceback" not in tls_server.log()
+
+
+@pytest.mark.parametrize(
+    "cipher",
+    ["ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-RSA-CHACHA20-POLY1305"],
+)
+def test_an_aead_tls12_client_is_served(tls_server: LiveServer, certificate, cipher: str) -> None:
+    context = tls12_client(certificate, cipher)
+    with context.wrap_socket(tls_server.connect(), server_hostname="127.0.0.1") as sock:
+        assert sock.version() == "TLSv1.2"
+        assert sock.cipher()[0] == cipher  # type: ignore[index]
+        sock.sendall(b"GET /hello HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        assert ResponseReader(sock).read().body == b"Hello, World!"
+
+
+def test_tls13_is_still_served(tls_server: LiveServer, certificate) -> None:
+    context = ssl.create_default_context(cafile=str(certificate[0]))
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    with context.wrap_socket(tls_server.connect(), server_hostname="127.0.0.1") as sock:
+        assert sock.version() == "TLSv1.3"
         sock.sendall(b"GET /hello HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         assert ResponseReader(sock).read().body == b"Hello, World!"
 

@@ -30,6 +30,7 @@ class RecordingSink:
 
     def __init__(self, *, can_sendfile: bool = False) -> None:
         self.can_sendfile = can_sendfile
+        self.may_keep_alive = True  # False: as while the worker drains
         self.data = b""
         self.keep_alive: bool | None = None
 
@@ -274,3 +275,18 @@ def test_pool_threads_meeting_the_same_name_log_it_once(caplog):
     for thread in threads:
         thread.join()
     assert len(caplog.records) == 1
+
+
+def test_a_head_built_while_the_worker_drains_says_connection_close():
+    """The keep-alive decision is taken when the head is built: a request that arrived
+    before the drain began but answers during it closes its connection."""
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+        return [b"ok"]
+
+    sink = RecordingSink()
+    sink.may_keep_alive = False
+    run_app(app, sink=sink)
+    assert "Connection: close" in sink.head
+    assert sink.keep_alive is False

@@ -18,7 +18,9 @@ keyword arguments: ``django_wsgiserve.hooks.Hook`` and docs/hooks.md.
 not import Django. ``worker_starting`` goes through ``Signal.send``: the first receiver that
 raises fails the worker's boot (``hooks.start_worker`` logs it). Every other signal goes
 through ``Signal.send_robust``, so each receiver runs even if another raised, and each failure
-is logged at ERROR with its traceback; the server carries on.
+is logged at ERROR with its traceback on ``django_wsgiserve.signals``; the server carries on.
+(Django logs it as well, on ``django.dispatch``, which its default LOGGING shows nowhere but
+in mail to the ADMINS when DEBUG is off: our line is the one the server's log is sure to get.)
 
 This module imports Django (it is Django-facing, like ``apps`` and ``checks``); the server
 layers import only ``hooks``.

@@ -175,8 +175,9 @@ class Arbiter:
         ``hooks``: the lifecycle hooks (hooks.py), sent here and passed on to the workers."""
         self.config = config
         self._hooks = hooks or Hooks()
-        # Configuration changes of the reload in progress, for RELOAD_FINISHED: a re-executed
-        # image finishes the reload its previous image started.
+        # Between RELOAD_STARTED and RELOAD_FINISHED, with the configuration changes: a
+        # re-executed image finishes the reload its previous image started.
+        self._is_reload_open = handover is not None
         self._reload_changes: tuple[str, ...] = handover.changes if handover else ()
         # The static table (static.build_static_table) workers inherit; rebuilt on SIGHUP,
         # after a deploy's collectstatic, by ``rebuild_static``.
@@ -296,6 +297,7 @@ class Arbiter:
         if self._config_check is not None:
             logger.info("SIGHUP ignored: the previous one is still checking the configuration")
             return
+        self._is_reload_open = True
         self._hooks.send(Hook.RELOAD_STARTED)
         systemd.notify(f"RELOADING=1\nMONOTONIC_USEC={systemd.monotonic_usec()}", self._environ)
         if self._reload_command is None:
@@ -821,8 +823,7 @@ class Arbiter:
         if self.state is ArbiterState.RUNNING:
             status = f"{ready} of {self.target} worker(s) ready; listening at {self._urls()}"
             if ready >= self.target and (self._is_reloading or not self._is_ready_notified):
-                # A re-executed image's first READY=1 ends the reload its previous one began.
-                is_reload = self._is_reloading or self._handover is not None
+                was_reloading, is_first = self._is_reloading, not self._is_ready_notified
                 if self._is_reloading:
                     logger.info("Reloaded: %d new worker(s) ready", ready)
                 else:
@@ -830,11 +831,7 @@ class Arbiter:
                 self._is_ready_notified = True
                 self._is_reloading = False
                 systemd.notify(f"READY=1\nSTATUS={status}", self._environ)
-                if is_reload:
-                    message = f"Reloaded: {ready} new worker(s) ready"
-                    self._reload_finished(ReloadOutcome.RELOADED, message, ready)
-                else:
-                    self._hooks.send(Hook.SERVER_READY, workers=ready)
+                self._send_ready_hooks(ready, was_reloading=was_reloading, is_first=is_first)
             elif status != self._status:
                 systemd.notify(f"STATUS={status}", self._environ)
             self._status = status
@@ -846,7 +843,21 @@ class Arbiter:
             systemd.notify("WATCHDOG=1", self._environ)
             self._next_watchdog = self.now + self._watchdog_interval
 
+    def _send_ready_hooks(self, ready: int, *, was_reloading: bool, is_first: bool) -> None:
+        """SERVER_READY once per server (a re-executed image is the same server); the new
+        workers of a reload serve: RELOAD_FINISHED, which for a re-executed image is its first
+        READY=1."""
+        if is_first and self._handover is None:
+            self._hooks.send(Hook.SERVER_READY, workers=ready)
+        if was_reloading or (is_first and self._handover is not None):
+            message = f"Reloaded: {ready} new worker(s) ready"
+            self._reload_finished(ReloadOutcome.RELOADED, message, ready)
+
     def _reload_finished(self, outcome: ReloadOutcome, message: str, workers: int) -> None:
+        """RELOAD_FINISHED, once per RELOAD_STARTED."""
+        if not self._is_reload_open:
+            return
+        self._is_reload_open = False
         changes, self._reload_changes = self._reload_changes, ()
         self._hooks.send(
             Hook.RELOAD_FINISHED, outcome=outcome, message=message, changes=changes, workers=workers

@@ -47,6 +47,11 @@ Design note.
 * **Accept balance.** Before forking, the master maps a small shared table (balance.py) and
   gives each worker a slot in it, freed when the worker is reaped; a worker publishes its
   connection count there and steps back from accepting while it holds more than its share.
+* **Lifecycle hooks** (hooks.py; Django signals, injected by the command): SERVER_READY with the
+  first READY=1, SERVER_STOPPING when a drain begins, WORKER_EXITED for each reaped worker,
+  RELOAD_STARTED on HUP and RELOAD_FINISHED with its outcome (sent by the re-executed image
+  when the configuration changed), WORKERS_CHANGED when ``target`` changes. They run in this
+  loop, so a slow receiver delays supervision; one that raises is logged and ignored.
 * **systemd** (only the master notifies): READY=1 once ``target`` workers are ready, STATUS=
   when the count changes, RELOADING=1 + MONOTONIC_USEC on HUP then READY=1 when the new
   workers serve (sent by the re-executed image after a configuration change) or at once when
@@ -80,6 +85,7 @@ from typing import TYPE_CHECKING
 from . import reexec, sockets, systemd, worker
 from .balance import BalanceTable
 from .errors import WorkerExitCode
+from .hooks import Hook, Hooks, ReloadOutcome
 
 if TYPE_CHECKING:
     import socket
@@ -160,12 +166,19 @@ class Arbiter:
         rebuild_static: Callable[[], StaticResponder | None] | None = None,
         reload_command: Sequence[str] | None = None,
         handover: reexec.Handover | None = None,
+        hooks: Hooks | None = None,
     ) -> None:
         """``reload_command``: the command line that started this server, run again on SIGHUP
         to check the configuration and to re-execute the master when it changed; None (e.g.
         ``call_command``) reloads code only. ``handover``: what the previous image of this
-        master passed on (reexec.py); ``listeners`` are then the ones it handed over."""
+        master passed on (reexec.py); ``listeners`` are then the ones it handed over.
+        ``hooks``: the lifecycle hooks (hooks.py), sent here and passed on to the workers."""
         self.config = config
+        self._hooks = hooks or Hooks()
+        # Between RELOAD_STARTED and RELOAD_FINISHED, with the configuration changes: a
+        # re-executed image finishes the reload its previous image started.
+        self._is_reload_open = handover is not None
+        self._reload_changes: tuple[str, ...] = handover.changes if handover else ()
         # The static table (static.build_static_table) workers inherit; rebuilt on SIGHUP,
         # after a deploy's collectstatic, by ``rebuild_static``.
         self._static = static
@@ -284,6 +297,8 @@ class Arbiter:
         if self._config_check is not None:
             logger.info("SIGHUP ignored: the previous one is still checking the configuration")
             return
+        self._is_reload_open = True
+        self._hooks.send(Hook.RELOAD_STARTED)
         systemd.notify(f"RELOADING=1\nMONOTONIC_USEC={systemd.monotonic_usec()}", self._environ)
         if self._reload_command is None:
             self._reload_code("configuration not re-read (not started from a command line)")
@@ -311,12 +326,17 @@ class Arbiter:
         self._stop_now("SIGQUIT")
 
     def _handle_ttin(self) -> None:
-        self.target += 1
+        self._set_target(self.target + 1)
         logger.info("SIGTTIN: %d worker(s) wanted", self.target)
 
     def _handle_ttou(self) -> None:
-        self.target = max(1, self.target - 1)
+        self._set_target(max(1, self.target - 1))
         logger.info("SIGTTOU: %d worker(s) wanted", self.target)
+
+    def _set_target(self, workers: int) -> None:
+        previous, self.target = self.target, workers
+        if workers != previous:
+            self._hooks.send(Hook.WORKERS_CHANGED, previous=previous, workers=workers)
 
     def _handle_usr1(self) -> None:
         worker.reopen_log_files()
@@ -378,6 +398,7 @@ class Arbiter:
         status = "Reload failed (see the log); still serving with the current configuration"
         systemd.notify(f"READY=1\nSTATUS={status}", self._environ)
         self._status = status
+        self._reload_finished(ReloadOutcome.FAILED, f"Reload failed: {reason}", serving)
 
     def _reload_config(self, options: Mapping[str, Any], changes: list[str]) -> None:
         """Re-execute the master with the new configuration (reexec.py); returns on failure."""
@@ -485,7 +506,7 @@ class Arbiter:
                 logger.warning("Old worker %d (pid %d) is gone; nothing to adopt", number, pid)
                 continue
             if reaped:  # it exited while this image started
-                _log_exit(process, os.waitstatus_to_exitcode(status))
+                self._exited(process, os.waitstatus_to_exitcode(status))
                 continue
             self._workers[pid] = process
             adopted.append(process)
@@ -563,6 +584,7 @@ class Arbiter:
                 static=self._static,
                 share=self._balance.share(slot) if self._balance and slot is not None else None,
                 cpu=cpu,
+                hooks=self._hooks,
             )
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(write_fd)
@@ -638,7 +660,7 @@ class Arbiter:
                 self._balance.release(process.slot)
             self._close_channel(process)
             code = os.waitstatus_to_exitcode(status)
-            _log_exit(process, code)
+            self._exited(process, code)
             if (
                 code in _HALTING_CODES
                 and not self.exit_code
@@ -671,12 +693,26 @@ class Arbiter:
                 self._stop(other, signal.SIGTERM, self.config.graceful_timeout)
         for other in previous:
             other.state = WorkerState.READY
-        self.target = len(previous)
+        self._set_target(len(previous))
         self._is_reloading = False
         status = f"Reload failed, still serving the previous code with {self.target} worker(s)"
         systemd.notify(f"READY=1\nSTATUS={status}", self._environ)
         self._status = status
+        message = f"Reload failed: worker {process.number} could not start the new code"
+        self._reload_finished(ReloadOutcome.FAILED, message, self.target)
         return True
+
+    def _exited(self, process: _Worker, code: int) -> None:
+        """Log a reaped worker's exit and send WORKER_EXITED."""
+        _log_exit(process, code)
+        self._hooks.send(
+            Hook.WORKER_EXITED,
+            pid=process.pid,
+            number=process.number,
+            exit_code=code,
+            reason=describe_exit(code, was_killed=process.was_killed),
+            is_expected=_is_expected_exit(process, code),
+        )
 
     def _halt(self, process: _Worker, code: int) -> None:
         what = "load the application" if code == WorkerExitCode.APP_LOAD_FAILED else "boot"
@@ -747,6 +783,7 @@ class Arbiter:
         )
         self.state = ArbiterState.DRAINING
         systemd.notify("STOPPING=1", self._environ)
+        self._hooks.send(Hook.SERVER_STOPPING, reason=reason)
         # Our copies of the listeners go now: once the workers close theirs, connections are
         # refused instead of waiting in a backlog nobody accepts from. Sockets we bound first
         # take no new connection, so the workers can empty their backlogs for good before
@@ -790,6 +827,7 @@ class Arbiter:
         if self.state is ArbiterState.RUNNING:
             status = f"{ready} of {self.target} worker(s) ready; listening at {self._urls()}"
             if ready >= self.target and (self._is_reloading or not self._is_ready_notified):
+                was_reloading, is_first = self._is_reloading, not self._is_ready_notified
                 if self._is_reloading:
                     logger.info("Reloaded: %d new worker(s) ready", ready)
                 else:
@@ -797,6 +835,7 @@ class Arbiter:
                 self._is_ready_notified = True
                 self._is_reloading = False
                 systemd.notify(f"READY=1\nSTATUS={status}", self._environ)
+                self._send_ready_hooks(ready, was_reloading=was_reloading, is_first=is_first)
             elif status != self._status:
                 systemd.notify(f"STATUS={status}", self._environ)
             self._status = status
@@ -807,6 +846,26 @@ class Arbiter:
         if self._watchdog_interval and self.now >= self._next_watchdog:
             systemd.notify("WATCHDOG=1", self._environ)
             self._next_watchdog = self.now + self._watchdog_interval
+
+    def _send_ready_hooks(self, ready: int, *, was_reloading: bool, is_first: bool) -> None:
+        """SERVER_READY once per server (a re-executed image is the same server); the new
+        workers of a reload serve: RELOAD_FINISHED, which for a re-executed image is its first
+        READY=1."""
+        if is_first and self._handover is None:
+            self._hooks.send(Hook.SERVER_READY, workers=ready)
+        if was_reloading or (is_first and self._handover is not None):
+            message = f"Reloaded: {ready} new worker(s) ready"
+            self._reload_finished(ReloadOutcome.RELOADED, message, ready)
+
+    def _reload_finished(self, outcome: ReloadOutcome, message: str, workers: int) -> None:
+        """RELOAD_FINISHED, once per RELOAD_STARTED."""
+        if not self._is_reload_open:
+            return
+        self._is_reload_open = False
+        changes, self._reload_changes = self._reload_changes, ()
+        self._hooks.send(
+            Hook.RELOAD_FINISHED, outcome=outcome, message=message, changes=changes, workers=workers
+        )
 
     def _urls(self) -> str:
         urls = []
@@ -895,11 +954,14 @@ def _balance_table(workers: int) -> BalanceTable | None:
         return None
 
 
+def _is_expected_exit(process: _Worker, code: int) -> bool:
+    # A worker stopped before it installed its handlers dies of the signal itself.
+    return process.state is WorkerState.STOPPING and code in (0, -signal.SIGTERM)
+
+
 def _log_exit(process: _Worker, code: int) -> None:
     words = describe_exit(code, was_killed=process.was_killed)
-    # A worker stopped before it installed its handlers dies of the signal itself.
-    expected = process.state is WorkerState.STOPPING and code in (0, -signal.SIGTERM)
-    level = logging.INFO if expected else logging.ERROR
+    level = logging.INFO if _is_expected_exit(process, code) else logging.ERROR
     logger.log(
         level,
         "Worker %d (pid %d) %s",

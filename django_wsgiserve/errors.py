@@ -26,6 +26,7 @@ __all__ = [
     "ContentTooLargeError",
     "ExpectationFailedError",
     "HeaderFieldsTooLargeError",
+    "HookError",
     "InvalidChunkError",
     "InvalidContentLengthError",
     "InvalidHeaderError",
@@ -61,6 +62,11 @@ class ConfigError(WsgiServeError):
         super().__init__(message)
         self.option = option
         self.source = source
+
+
+class HookError(WsgiServeError):
+    """A receiver of a hook that must succeed (``worker_starting``) raised; the cause is the
+    receiver's exception. The worker exits with ``WorkerExitCode.BOOT_FAILED``."""
 
 
 class ProtocolError(WsgiServeError):

@@ -30,6 +30,10 @@ Signals in a forked worker: TERM and INT drain (a second TERM does not cut the d
 a second CONTROL-C, does), QUIT stops at once, USR1 reopens logs; HUP, TTIN and TTOU (meant
 for the master, but delivered to the whole group by a terminal) are ignored.
 
+Lifecycle hooks (hooks.py, sent as Django signals by the command): WORKER_STARTING right after
+fork (a failure there is a boot failure), WORKER_READY once the application is loaded and before
+the loop accepts, WORKER_STOPPING from the loop's ``on_drain``, WORKER_STOPPED once drained.
+
 Must not import Django: the application is passed in, already loaded, or loaded by a callable.
 """
 
@@ -50,7 +54,8 @@ import traceback
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .accesslog import AccessLog
-from .errors import WorkerExitCode
+from .errors import HookError, WorkerExitCode
+from .hooks import Hook, Hooks, drain_callback, start_worker
 from .loop import Loop
 from .pool import ThreadPool
 from .sockets import raise_file_limit
@@ -95,12 +100,16 @@ def serve(
     channel_fd: int | None = None,
     static: StaticResponder | None = None,
     share: WorkerShare | None = None,
+    hooks: Hooks | None = None,
+    number: int = 1,
 ) -> None:
     """Serve ``application`` on ``listeners`` until SIGTERM/SIGINT, then drain (main thread).
 
     ``channel_fd`` is the write end of the pipe to the master and ``share`` this worker's slot
-    in the master's accept balance table, for forked workers only.
+    in the master's accept balance table, for forked workers only. ``hooks`` get WORKER_READY,
+    WORKER_STOPPING and WORKER_STOPPED (hooks.py), with ``number``.
     """
+    hooks = hooks or Hooks()
     access_log = None
     if config.access_log:
         access_log = AccessLog(
@@ -121,7 +130,11 @@ def serve(
         on_tick=monitor.on_tick,
         # A forked worker closes its copies of the listeners when it drains, so that once every
         # process has, new connections are refused rather than left in the backlog.
-        on_drain=(lambda: _close_sockets(listeners)) if channel_fd is not None else None,
+        on_drain=drain_callback(
+            hooks,
+            number=number,
+            before=(lambda: _close_sockets(listeners)) if channel_fd is not None else None,
+        ),
         static=static,  # static.build_static_table(), built once before fork
         share=share,
     )
@@ -144,6 +157,7 @@ def serve(
         if on_ready is not None:
             on_ready()
 
+    hooks.send(Hook.WORKER_READY, number=number)
     try:
         loop.run(on_ready=ready)
     finally:
@@ -156,6 +170,7 @@ def serve(
     if still_running:
         logger.warning("%d request(s) were still running at exit", still_running)
     logger.info("Worker stopped after %d request(s)", loop.requests_served)
+    hooks.send(Hook.WORKER_STOPPED, number=number, requests=loop.requests_served)
 
 
 def _use_batch_scheduling() -> None:
@@ -194,11 +209,15 @@ def run_child(
     static: StaticResponder | None = None,
     share: WorkerShare | None = None,
     cpu: int | None = None,
+    hooks: Hooks | None = None,
 ) -> NoReturn:
     """The whole life of a forked worker; ends the process with a ``WorkerExitCode``.
 
     ``cpu``: pin the worker to this CPU (CPU_AFFINITY); threads started later inherit it.
+    ``hooks``: WORKER_STARTING before the application is loaded (its failure is a boot
+    failure), then those ``serve`` sends.
     """
+    hooks = hooks or Hooks()
     code: int = WorkerExitCode.BOOT_FAILED
     try:
         _reset_after_fork(close_fds, signal_mask)
@@ -208,6 +227,7 @@ def run_child(
             except OSError as exc:
                 logger.warning("Worker %d could not be pinned to CPU %d: %s", number, cpu, exc)
         set_process_title(f"django-wsgiserve: worker {number} {title}".rstrip())
+        start_worker(hooks, number=number)
         try:
             application = preloaded if preloaded is not None else load_application()
         except Exception:
@@ -225,8 +245,12 @@ def run_child(
                 channel_fd=channel_fd,
                 static=static,
                 share=share,
+                hooks=hooks,
+                number=number,
             )
             code = WorkerExitCode.OK
+    except HookError:
+        pass  # logged by start_worker, with the receiver's traceback
     except BaseException:
         logger.exception("Worker %d (pid %d) failed", number, os.getpid())
     finally:

@@ -20,6 +20,11 @@ configuration as JSON; when it changed, the master re-executes that command line
 ``inner_run`` takes the ``Handover`` from the environment: the listeners it passes replace
 binding (``take_over_listeners``) and the master adopts the old workers.
 
+Lifecycle hooks: ``get_hooks()`` gives the server layers ``django_wsgiserve.signals.send``.
+The command sends ``server_starting`` before it binds (not in a master re-executed by a
+configuration reload, which goes on serving); with ``--reload`` it is also the one worker and
+sends ``worker_starting`` before loading the application.
+
 Logging: when ``settings.LOGGING`` configures neither ``django_wsgiserve`` nor
 ``django_wsgiserve.access`` (and ``LOGGING_CONFIG`` is not None), the command applies
 ``accesslog.default_logging_config()`` so that server messages reach stderr and access lines
@@ -48,7 +53,7 @@ from django.db import connections
 from django.urls import clear_url_caches
 from django.utils import autoreload
 
-from django_wsgiserve import __version__, accesslog, reexec, sockets, systemd, tls, units
+from django_wsgiserve import __version__, accesslog, reexec, signals, sockets, systemd, tls, units
 from django_wsgiserve.config import (
     OPTIONS_BY_NAME,
     ServerConfig,
@@ -58,6 +63,7 @@ from django_wsgiserve.config import (
     resolve_config,
 )
 from django_wsgiserve.errors import ConfigError
+from django_wsgiserve.hooks import Hook, Hooks, start_worker
 
 if TYPE_CHECKING:
     import socket
@@ -298,6 +304,11 @@ class Command(BaseCommand):
         is_prefork = not config.reload
         # Set when this process is a master re-executed by a configuration reload (SIGHUP).
         handover = reexec.take_handover(os.environ)
+        self.hooks = self.get_hooks()
+        if handover is None:  # a re-executed master goes on serving: it has started already
+            self.hooks.send(Hook.SERVER_STARTING)
+        if not is_prefork:  # --reload: this process is the one worker
+            start_worker(self.hooks, number=1)
         application = None
         if config.preload or not is_prefork:
             application = self.get_handler(**options)
@@ -320,6 +331,7 @@ class Command(BaseCommand):
                 application,
                 on_ready=functools.partial(self.on_ready, listeners),
                 static=self.static_table,
+                hooks=self.hooks,
             )
         finally:
             sockets.close_listeners(listeners, unlink_unix=not inherited)
@@ -354,6 +366,7 @@ class Command(BaseCommand):
             rebuild_static=functools.partial(self.get_static_table, config),
             reload_command=self.reload_command(),
             handover=handover,
+            hooks=self.hooks,
         )
         code = arbiter.run()
         if code:
@@ -365,6 +378,10 @@ class Command(BaseCommand):
         if not getattr(self, "_called_from_command_line", False):
             return None  # call_command(): argv is some other program's
         return [sys.executable, *sys.orig_argv[1:]]
+
+    def get_hooks(self) -> Hooks:
+        """The lifecycle hooks: ``django_wsgiserve.signals`` (see docs/hooks.md)."""
+        return Hooks(signals.send)
 
     def get_static_table(self, config: ServerConfig) -> StaticTable | None:
         """The static (and, with SERVE_MEDIA, media) files the workers answer themselves."""
@@ -470,9 +487,11 @@ class Command(BaseCommand):
         return f"; media: {media_root} at {settings.MEDIA_URL}"
 
     def on_ready(self, listeners: list[socket.socket]) -> None:
-        """Called by the worker once it accepts connections: tell systemd (Type=notify)."""
+        """Called by the worker (--reload) once it accepts connections: tell systemd
+        (Type=notify) and send ``server_ready``."""
         urls = ", ".join(sockets.listener_url(sock) for sock in listeners)
         systemd.notify(f"READY=1\nSTATUS=Listening at {urls}", os.environ)
+        self.hooks.send(Hook.SERVER_READY, workers=1)
 
 
 def _forget_project_modules(keep: frozenset[str]) -> None:

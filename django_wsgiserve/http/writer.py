@@ -24,7 +24,7 @@ from django_wsgiserve.http.framing import Framing
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-__all__ = ["LAST_CHUNK", "ResponseWriter", "encode_chunk"]
+__all__ = ["LAST_CHUNK", "ResponseWriter", "append_header_lines", "encode_chunk"]
 
 # RFC 9112 §7.1: last-chunk = 1*("0") CRLF, then an empty trailer section and CRLF.
 LAST_CHUNK: bytes = b"0\r\n\r\n"
@@ -99,7 +99,7 @@ class ResponseWriter:
         if type(status) is not str or grammar.STATUS_STR_RE.fullmatch(status) is None:
             raise ApplicationError(f"invalid WSGI status {status!r} (want '200 OK')")
         parts = ["HTTP/1.1 ", status, "\r\n"]
-        has_date, has_server = _append_headers(parts, headers)
+        has_date, has_server = append_header_lines(parts, headers)
         if not has_date:
             parts.append(f"Date: {date.decode('latin-1')}\r\n")
         if self._server_line and not has_server:
@@ -121,7 +121,7 @@ class ResponseWriter:
         if type(status) is not str or grammar.STATUS_STR_RE.fullmatch(status) is None:
             raise ApplicationError(f"invalid status {status!r} (want '200 OK')")
         parts = ["HTTP/1.1 ", status, "\r\n"]
-        has_date, has_server = _append_headers(parts, headers)
+        has_date, has_server = append_header_lines(parts, headers)
         if has_date or has_server:
             return None
         return "".join(parts).encode("latin-1")
@@ -170,13 +170,18 @@ class ResponseWriter:
             parts.append(self._server_line)
         parts.append("Content-Type: text/plain; charset=utf-8\r\n")
         parts.append(f"Content-Length: {len(body)}\r\nConnection: close\r\n")
-        _append_headers(parts, extra_headers)
+        append_header_lines(parts, extra_headers)
         parts.append("\r\n")
         return "".join(parts).encode("latin-1") + body
 
 
-def _append_headers(parts: list[str], headers: Iterable[tuple[str, str]]) -> tuple[bool, bool]:
-    """Validate and append ``Name: value`` lines; return (has Date, has Server)."""
+def append_header_lines(parts: list[str], headers: Iterable[tuple[str, str]]) -> tuple[bool, bool]:
+    """Validate and append ``Name: value\\r\\n`` lines; return (has Date, has Server).
+
+    Raises ``ApplicationError`` for a name that is not a token or a value with a control
+    character (response splitting, RFC 9112 §11.1). Shared by the uwsgi and FastCGI writers,
+    whose response heads carry the same header lines.
+    """
     has_date = has_server = False
     try:
         for name, value in headers:

@@ -259,9 +259,11 @@ class FastCGIConnection:
 
     def _management(self, record_type: int, content: bytes) -> None:
         if record_type == RecordType.GET_VALUES:
-            # Spec §4.1: answer the names we know, with their values; omit the others.
+            # Spec §4.1: answer the names we know, with their values; omit the others. Each
+            # once: a query repeating a name thousands of times must not make the reply
+            # outgrow one record.
             values = self._values
-            names = [name for name, _ in decode_pairs(content) if name in values]
+            names = dict.fromkeys(name for name, _ in decode_pairs(content) if name in values)
             reply = encode_pairs((name, values[name]) for name in names)
             self._output += record(RecordType.GET_VALUES_RESULT, 0, reply)
         else:

@@ -576,6 +576,15 @@ def test_no_writer_before_the_request(raw):
         connection.end_request()
 
 
+def test_get_values_reply_names_each_value_once():
+    connection = FastCGIConnection()
+    connection.feed(get_values(*[b"FCGI_MPXS_CONNS"] * 3800))  # a reply per name: > 64 KiB
+    assert connection.next_event() is NEED_DATA
+    assert parse_records(connection.data_to_send()) == [
+        (GET_VALUES_RESULT, 0, pairs([(b"FCGI_MPXS_CONNS", b"0")]))
+    ]
+
+
 def test_data_to_send_is_taken_once():
     connection = FastCGIConnection()
     connection.feed(record(UNKNOWN_TYPE + 20, 0))

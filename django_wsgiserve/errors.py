@@ -27,11 +27,14 @@ __all__ = [
     "ExpectationFailedError",
     "HeaderFieldsTooLargeError",
     "HookError",
+    "InvalidCGIVariableError",
     "InvalidChunkError",
     "InvalidContentLengthError",
+    "InvalidFastCGIRecordError",
     "InvalidHeaderError",
     "InvalidRequestLineError",
     "InvalidTargetError",
+    "InvalidUwsgiPacketError",
     "MissingHostError",
     "ProtocolError",
     "ProxyProtocolError",
@@ -180,3 +183,33 @@ class WorkerExitCode(enum.IntEnum):
     OK = 0
     BOOT_FAILED = 3
     APP_LOAD_FAILED = 4
+
+
+# -- gateway protocols (uwsgi, FastCGI) -----------------------------------------------------------
+# The peer is a proxy (nginx uwsgi_pass / fastcgi_pass), not a browser: these errors mean a
+# misconfigured or foreign peer. The connection is always closed after them.
+
+
+class InvalidUwsgiPacketError(BadRequestError):
+    """400: a malformed uwsgi packet: modifier1 other than 0, a vars block whose pairs do not
+    exactly fill its datasize, or bytes after the request (one request per connection).
+
+    The framing of the stream is lost: close the connection without an answer (nginx then
+    answers its client 502 and logs "upstream prematurely closed connection").
+    """
+
+
+class InvalidFastCGIRecordError(BadRequestError):
+    """400: a FastCGI record breaks the FastCGI 1.0 specification: a version other than 1, a
+    record type a web server never sends, a BEGIN_REQUEST body that is not 8 bytes, a stream
+    record after the end of its stream, a truncated name-value pair, or more FCGI_STDIN bytes
+    than CONTENT_LENGTH.
+
+    The record stream is in doubt: answer the active request (if any) and close the connection.
+    """
+
+
+class InvalidCGIVariableError(BadRequestError):
+    """400: the CGI variables a gateway peer sent (uwsgi vars, FastCGI params) are unusable:
+    a name that is not an RFC 3875 §4.1 token, a name sent twice, or a missing or
+    malformed REQUEST_METHOD."""

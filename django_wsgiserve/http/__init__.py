@@ -4,6 +4,8 @@ Design note: nothing in this package performs I/O, keeps module-level state, or 
 anything but the stdlib and ``django_wsgiserve.errors`` (no socket, select, threading, os,
 logging or django). The connection layer owns the socket and drives a ``RequestParser`` and a
 ``ResponseWriter``; ``choose_framing`` is the one place that decides how a body is delimited.
+``http.cgi`` holds what the gateway protocols (``uwsgi/``, ``fastcgi/``) share: the CGI
+variables a proxy sends and the ``CGIRequest`` they make.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from django_wsgiserve.http.framing import Framing, has_no_content
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-__all__ = ["LAST_CHUNK", "ResponseWriter", "encode_chunk"]
+__all__ = ["LAST_CHUNK", "ResponseWriter", "append_header_lines", "encode_chunk"]
 
 # RFC 9112 §7.1: last-chunk = 1*("0") CRLF, then an empty trailer section and CRLF.
 LAST_CHUNK: bytes = b"0\r\n\r\n"
@@ -104,7 +104,7 @@ class ResponseWriter:
         if type(status) is not str or grammar.STATUS_STR_RE.fullmatch(status) is None:
             raise ApplicationError(f"invalid WSGI status {status!r} (want '200 OK')")
         parts = ["HTTP/1.1 ", status, "\r\n"]
-        has_date, has_server = _append_headers(
+        has_date, has_server = append_header_lines(
             parts, headers, drop_framing=has_no_content(int(status[:3]))
         )
         if not has_date:
@@ -128,7 +128,7 @@ class ResponseWriter:
         if type(status) is not str or grammar.STATUS_STR_RE.fullmatch(status) is None:
             raise ApplicationError(f"invalid status {status!r} (want '200 OK')")
         parts = ["HTTP/1.1 ", status, "\r\n"]
-        has_date, has_server = _append_headers(
+        has_date, has_server = append_header_lines(
             parts, headers, drop_framing=has_no_content(int(status[:3]))
         )
         if has_date or has_server:
@@ -179,16 +179,21 @@ class ResponseWriter:
             parts.append(self._server_line)
         parts.append("Content-Type: text/plain; charset=utf-8\r\n")
         parts.append(f"Content-Length: {len(body)}\r\nConnection: close\r\n")
-        _append_headers(parts, extra_headers)
+        append_header_lines(parts, extra_headers)
         parts.append("\r\n")
         return "".join(parts).encode("latin-1") + body
 
 
-def _append_headers(
+def append_header_lines(
     parts: list[str], headers: Iterable[tuple[str, str]], *, drop_framing: bool = False
 ) -> tuple[bool, bool]:
-    """Validate and append ``Name: value`` lines; return (has Date, has Server). With
-    ``drop_framing``, Content-Length and Transfer-Encoding are validated but left out."""
+    """Validate and append ``Name: value\\r\\n`` lines; return (has Date, has Server). With
+    ``drop_framing``, Content-Length and Transfer-Encoding are validated but left out.
+
+    Raises ``ApplicationError`` for a name that is not a token or a value with a control
+    character (response splitting, RFC 9112 §11.1). Shared by the uwsgi and FastCGI writers,
+    whose response heads carry the same header lines.
+    """
     has_date = has_server = False
     try:
         for name, value in headers:

@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from .http.events import Request
+
 __all__ = [
     "ACCESS_LOGGER_NAME",
     "FORMATS",
@@ -157,6 +159,37 @@ class AccessLog:
             _COMBINED, peer, self._now(), *request, status_code, size, referer, user_agent,
             extra=extra,
         )  # fmt: skip
+
+    def log_request(
+        self,
+        request: Request,
+        *,
+        peer: str,
+        status_code: int,
+        bytes_sent: int,
+        request_time_s: float,
+    ) -> None:
+        """Log the response to a parsed ``request``: the one place a record's request fields
+        (method, target, version, Referer, User-Agent) are taken from it."""
+        if not self._logger.isEnabledFor(logging.INFO):
+            return
+        referer = user_agent = b""
+        for name, value in request.headers:
+            if name == b"referer":
+                referer = value
+            elif name == b"user-agent":
+                user_agent = value
+        self.log(
+            peer=peer,
+            method=request.method.decode("latin-1"),
+            target=request.target.decode("latin-1"),
+            http_version="HTTP/1.1" if request.http_version == b"1.1" else "HTTP/1.0",
+            status_code=status_code,
+            bytes_sent=bytes_sent,
+            request_time_s=request_time_s,
+            referer=referer.decode("latin-1"),
+            user_agent=user_agent.decode("latin-1"),
+        )
 
     def _now(self) -> str:
         second = int(self._clock())

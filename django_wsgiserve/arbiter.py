@@ -93,7 +93,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .config import ServerConfig
-    from .connection import StaticResponder
+    from .context import StaticResponder
     from .wsgi import WSGIApplication
 
 __all__ = ["Arbiter", "ArbiterState", "WorkerState", "describe_exit"]

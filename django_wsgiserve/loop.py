@@ -1,21 +1,19 @@
-"""The worker's I/O loop: accept, read, write, timers, wake-ups, graceful drain.
+"""The worker's I/O loop: accept, wake-ups, timers, graceful drain. Knows sockets, not HTTP.
 
 Design note. One thread (the worker's main thread) runs ``Loop.run``. It owns the selector and
 every socket registration; pool threads never touch the selector. They ask the loop to do
 things with ``call_soon_threadsafe``, which puts a callable on a ``SimpleQueue`` and writes one
 byte to the wake-up pipe unless a wake-up is already pending.
 
-Once a second (the *tick*) the loop refreshes the cached ``Date`` header and sweeps the
-connections for deadlines: the request head (HEADER_TIMEOUT, answered with 408), the gap
-between body reads (BODY_TIMEOUT, 408), idle keep-alive (KEEPALIVE_TIMEOUT, closed quietly)
-and clients that stop reading (WRITE_TIMEOUT, closed). A sweep is O(connections), which at
-10,000 connections costs about a millisecond a second.
+What the loop serves are *handlers* (``Handler``: a ``connection.Connection``), made by each
+listener's factory when a connection is accepted; the loop calls their ``on_readable`` and
+``on_writable`` and, once a second (the *tick*), their ``check_deadline``, after refreshing the
+cached ``Date`` header. A sweep is O(connections), which at 10,000 connections costs about a
+millisecond a second. The loop never imports the HTTP, WSGI or connection modules; the
+worker wires them together (``server.py``).
 
 When the number of connections reaches MAX_CONNECTIONS, the listeners are unregistered, so
-the excess waits in the kernel's backlog (or goes to another worker) instead of here. When
-MAX_QUEUED_REQUESTS requests already wait for a thread, a new request is answered at once with
-503 and Retry-After (and a WARNING at most every ``_OVERLOAD_LOG_INTERVAL_S``), so a burst
-cannot build a queue that clients time out in anyway.
+the excess waits in the kernel's backlog (or goes to another worker) instead of here.
 In a forked worker the listeners are shared with the other workers: the loop publishes its
 connection count and, holding more than its share, unregisters the listeners for a few
 milliseconds so that a worker with fewer takes the next connection (``balance.py``).
@@ -31,7 +29,7 @@ which must lose no request that is on its way:
 * Idle keep-alive connections (and accepted ones still silent) stay open and readable for
   DRAIN_KEEPALIVE_TIMEOUT, because a client or proxy may be sending on one right now; a
   request that arrives is answered with ``Connection: close``. Then each is closed with a
-  lingering close (``Connection.linger``: half-close, discard input until EOF or ``LINGER_S``),
+  lingering close (the handler's: half-close, discard input until EOF or a short cap),
   so the kernel never answers a late packet with a reset that destroys a response in flight.
   While draining, deadlines are checked every ``_DRAIN_SWEEP_S`` rather than once a tick.
 * The loop leaves once no connection is left, or when GRACEFUL_TIMEOUT has passed, and logs
@@ -42,8 +40,7 @@ the very moment it is closed. A proxy whose upstream idle timeout is shorter tha
 closes such a connection first (docs/signals.md).
 
 Hooks for the worker process: ``on_tick(now)`` runs at the end of every tick (heartbeat, stuck
-requests, recycling), ``on_drain()`` when a drain begins, and ``in_flight`` maps the thread
-ident of every running request to its method, target and start time.
+requests, recycling) and ``on_drain()`` when a drain begins.
 """
 
 from __future__ import annotations
@@ -55,32 +52,21 @@ import os
 import queue
 import selectors
 import socket
-import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from . import tls
 from .balance import BACKOFF_S
-from .connection import Connection, ConnectionState, WorkerStats
-from .http.writer import ResponseWriter
-from .proxy import parse_trusted_proxies
-from .wsgi import EnvironTemplate, RequestCycle
 
 if TYPE_CHECKING:
-    import io
-    from collections.abc import Callable, Sequence
-
-    from .accesslog import AccessLog
     from .balance import WorkerShare
     from .config import ServerConfig
-    from .connection import StaticResponder
-    from .http.events import Request
+    from .context import WorkerStats
     from .pool import ThreadPool
-    from .wsgi import WSGIApplication
 
-__all__ = ["Limits", "Loop", "LoopState"]
+__all__ = ["ConnectionFactory", "Handler", "Loop", "LoopState"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,38 +81,35 @@ _TICK_S = 1.0
 # While draining, deadlines are checked this often instead of once a tick: an idle connection
 # leaves within 0.1 s of its window and the worker exits soon after its last connection.
 _DRAIN_SWEEP_S = 0.1
-_OVERLOAD_LOG_INTERVAL_S = 10.0
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Limits:
-    """The plain numbers connections need, taken from ServerConfig once."""
+class Handler(Protocol):
+    """What the loop needs of an accepted connection (``connection.Connection``)."""
 
-    max_request_line: int
-    max_headers: int
-    max_header_bytes: int
-    max_body_bytes: int
-    body_buffer_bytes: int
-    header_timeout: float
-    body_timeout: float
-    keepalive_timeout: float
-    drain_keepalive_timeout: float
-    write_timeout: float
+    fd: int
+    is_reading_enabled: bool
+    is_writing_enabled: bool
 
-    @classmethod
-    def from_config(cls, config: ServerConfig) -> Limits:
-        return cls(
-            max_request_line=config.max_request_line,
-            max_headers=config.max_headers,
-            max_header_bytes=config.max_header_bytes,
-            max_body_bytes=config.max_body_bytes,
-            body_buffer_bytes=config.body_buffer_bytes,
-            header_timeout=config.header_timeout,
-            body_timeout=config.body_timeout,
-            keepalive_timeout=config.keepalive_timeout,
-            drain_keepalive_timeout=config.drain_keepalive_timeout,
-            write_timeout=config.write_timeout,
-        )
+    @property
+    def is_closed(self) -> bool: ...
+
+    @property
+    def is_idle(self) -> bool: ...
+
+    def on_readable(self) -> None: ...
+
+    def on_writable(self) -> None: ...
+
+    def check_deadline(self, now: float) -> bool:
+        """Apply the timeouts; True when an idle connection was closed."""
+
+    def limit_idle_deadline(self, latest: float) -> None: ...
+
+    def close(self) -> None: ...
+
+
+# Makes the handler of a connection just accepted: (socket, peer address) -> handler.
+ConnectionFactory = Callable[[socket.socket, Any], Handler]
 
 
 class LoopState(enum.Enum):
@@ -148,12 +131,30 @@ class _DrainRecord:
 
 
 class _Listener:
-    __slots__ = ("is_unix", "sock", "template")
+    """A listening socket and the factory of its connections; readable means accept."""
 
-    def __init__(self, sock: socket.socket, template: EnvironTemplate) -> None:
+    __slots__ = ("_loop", "is_unix", "make_connection", "sock")
+
+    def __init__(self, loop: Loop, sock: socket.socket, make_connection: ConnectionFactory) -> None:
+        self._loop = loop
         self.sock = sock
-        self.template = template
+        self.make_connection = make_connection
         self.is_unix = sock.family == socket.AF_UNIX
+
+    def on_readable(self) -> None:
+        self._loop.accept_from(self)
+
+
+class _Wakeup:
+    """The read end of the wake-up pipe; readable means calls are queued."""
+
+    __slots__ = ("_loop",)
+
+    def __init__(self, loop: Loop) -> None:
+        self._loop = loop
+
+    def on_readable(self) -> None:
+        self._loop.run_calls()
 
 
 class Loop:
@@ -163,52 +164,32 @@ class Loop:
         self,
         *,
         config: ServerConfig,
-        listeners: Sequence[socket.socket],
-        application: WSGIApplication,
         pool: ThreadPool,
-        access_log: AccessLog | None,
+        stats: WorkerStats,
         multiprocess: bool = False,
         clock: Callable[[], float] = time.monotonic,
         on_tick: Callable[[float], None] | None = None,
         on_drain: Callable[[], None] | None = None,
-        static: StaticResponder | None = None,
         share: WorkerShare | None = None,
     ) -> None:
-        self.limits = Limits.from_config(config)
-        self.writer = ResponseWriter(server_header=config.server_header)
         self.state = LoopState.RUNNING
         self.now = clock()
         self.date = formatdate(usegmt=True).encode("ascii")
-        self.requests_served = 0
         # How long an idle keep-alive connection waits for its next request: KEEPALIVE_TIMEOUT,
         # shortened to DRAIN_KEEPALIVE_TIMEOUT once a drain begins.
-        self.idle_timeout = self.limits.keepalive_timeout
-        # Requests running in pool threads: thread ident -> (method, target, start time). One
-        # dict store and one delete per request; the worker's tick reads it for stuck requests.
-        self.in_flight: dict[int, tuple[bytes, bytes, float]] = {}
+        self.idle_timeout = config.keepalive_timeout
+        self._drain_idle_timeout = min(config.keepalive_timeout, config.drain_keepalive_timeout)
+        self._max_connections = config.max_connections
+        self._graceful_timeout = config.graceful_timeout
         self._on_tick = on_tick
         self._accepts_per_event = _ACCEPTS_PER_EVENT_SHARED if multiprocess else _ACCEPTS_PER_EVENT
         self._on_drain = on_drain
-        self._config = config
-        self._application = application
-        self._pool = pool
-        self.proxies = parse_trusted_proxies(config.trusted_proxies)
-        self.proxy_protocol = config.proxy_protocol
-        # CERTFILE: every listener speaks TLS (the command has checked the files already).
-        self.tls_context = (
-            tls.server_context(config.certfile, config.keyfile) if config.certfile else None
-        )
-        self._max_pending = config.threads + config.max_queued_requests
-        self._rejected = 0  # 503s since the last overload warning
-        self._overload_logged_at = -_OVERLOAD_LOG_INTERVAL_S
-        self._access_log = access_log
-        # Static files answered in this thread (connection.py); None when STATIC is off.
-        self.static = static
-        self.access_log = access_log
-        self.stats = WorkerStats()
+        self._pool = pool  # only its counts, for the drain's log lines
+        self._stats = stats  # requests answered, for the drain's log line
         self._clock = clock
         self._selector = selectors.DefaultSelector()
-        self._connections: set[Connection] = set()
+        self._connections: set[Handler] = set()
+        self._listeners: list[_Listener] = []
         self._calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._wakeup_read, self._wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._wakeup_pending = False
@@ -222,13 +203,12 @@ class Loop:
         self._drain: _DrainRecord | None = None
         self._next_drain_sweep = 0.0
         self._next_tick = self.now + _TICK_S
-        self._listeners = [
-            _Listener(sock, _template_for(sock, config, multiprocess)) for sock in listeners
-        ]
-        self._selector.register(self._wakeup_read, selectors.EVENT_READ, self._on_wakeup)
-        for listener in self._listeners:
-            # The worker's counters, for applications that want them (tests, debug views).
-            listener.template.base["wsgiserve.stats"] = self.stats
+        self._selector.register(self._wakeup_read, selectors.EVENT_READ, _Wakeup(self))
+
+    def add_listener(self, sock: socket.socket, make_connection: ConnectionFactory) -> None:
+        """Accept from ``sock`` once accepting starts; ``make_connection(sock, address)``
+        makes the handler of each connection (before ``run``)."""
+        self._listeners.append(_Listener(self, sock, make_connection))
 
     # -- any thread ----------------------------------------------------------------------
 
@@ -252,6 +232,11 @@ class Loop:
             self._drain_deadline = 0.0
         with contextlib.suppress(OSError):
             os.write(self._wakeup_write, b"\0")
+
+    @property
+    def connections(self) -> frozenset[Handler]:
+        """The connections being served, a copy (loop thread; for tests and debugging)."""
+        return frozenset(self._connections)
 
     @property
     def drain_deadline(self) -> float:
@@ -302,17 +287,22 @@ class Loop:
         # HEADER_TIMEOUT) must count from the time the events came, not from before the wait.
         self.now = self._clock()
         for key, mask in events:
-            target = key.data
-            if type(target) is Connection:
-                if mask & selectors.EVENT_READ:
-                    target.on_readable()
-                if mask & selectors.EVENT_WRITE and target.state is not ConnectionState.CLOSED:
-                    target.on_writable()
-            else:
-                target()
+            handler = key.data
+            if mask & selectors.EVENT_READ:
+                handler.on_readable()
+            if mask & selectors.EVENT_WRITE and not handler.is_closed:
+                handler.on_writable()
         return len(events)
 
-    def set_interest(self, connection: Connection, *, read: bool, write: bool) -> None:
+    def add_connection(self, connection: Handler) -> None:
+        """Serve ``connection`` (just accepted, or made by a test over a socketpair); it is
+        watched for reading (loop thread)."""
+        self._connections.add(connection)
+        if self._share is not None and self.state is LoopState.RUNNING:
+            self._share.update(len(self._connections))
+        self.set_interest(connection, read=True, write=False)
+
+    def set_interest(self, connection: Handler, *, read: bool, write: bool) -> None:
         """(Un)register ``connection`` for readability and writability (loop thread)."""
         events = (selectors.EVENT_READ if read else 0) | (selectors.EVENT_WRITE if write else 0)
         was_registered = connection.is_reading_enabled or connection.is_writing_enabled
@@ -325,64 +315,7 @@ class Loop:
         connection.is_reading_enabled = read
         connection.is_writing_enabled = write
 
-    def dispatch(
-        self, connection: Connection, request: Request, body: io.IOBase, body_size: int
-    ) -> None:
-        """Hand a complete request to the pool, or refuse it if the queue is full (loop thread)."""
-        if self._pool.pending >= self._max_pending:
-            body.close()
-            self._reject_overloaded(connection)
-            return
-        started = self.now
-        self.requests_served += 1
-        proxies = self.proxies
-
-        def run_request() -> None:
-            ident = threading.get_ident()
-            self.in_flight[ident] = (request.method, request.target, started)
-            try:
-                environ = connection.template.build(request, body, body_size, connection.peer)
-                proxies.apply(environ)
-                cycle = RequestCycle(
-                    app=self._application,
-                    environ=environ,
-                    request=request,
-                    sink=connection,
-                    writer=self.writer,
-                    get_date=self._get_date,
-                    access_log=self._access_log,
-                    keep_alive=request.keep_alive and self._keepalive_allowed(),
-                    started=started,
-                )
-                cycle.run()
-            finally:
-                del self.in_flight[ident]
-                body.close()
-
-        self._pool.submit(run_request)
-
-    def _reject_overloaded(self, connection: Connection) -> None:
-        """503 + Retry-After for a request that found the queue full (loop thread)."""
-        connection.send_overloaded_response()
-        self._rejected += 1
-        if self.now - self._overload_logged_at >= _OVERLOAD_LOG_INTERVAL_S:
-            logger.warning(
-                "Request queue full: %d request(s) waiting for %d thread(s) "
-                "(MAX_QUEUED_REQUESTS %d); answered %d request(s) with 503",
-                self._pool.pending - self._config.threads,
-                self._config.threads,
-                self._config.max_queued_requests,
-                self._rejected,
-            )
-            self._overload_logged_at = self.now
-            self._rejected = 0
-
-    def run_in_pool(self, job: Callable[[], None]) -> None:
-        """Run ``job`` in a pool thread, e.g. a response's close() after its file was sent
-        (loop thread)."""
-        self._pool.submit(job)
-
-    def forget(self, connection: Connection) -> None:
+    def forget(self, connection: Handler) -> None:
         """A connection has closed (loop thread)."""
         if connection.is_reading_enabled or connection.is_writing_enabled:
             with contextlib.suppress(KeyError, ValueError):
@@ -394,15 +327,8 @@ class Loop:
         if not self._is_accepting and not self._accept_paused_until:
             self._resume_accepting()
 
-    # -- internals (loop thread) ----------------------------------------------------------
-
-    def _get_date(self) -> bytes:
-        return self.date
-
-    def _keepalive_allowed(self) -> bool:
-        return self.state is LoopState.RUNNING and self.limits.keepalive_timeout > 0
-
-    def _on_wakeup(self) -> None:
+    def run_calls(self) -> None:
+        """Run what other threads asked for with ``call_soon_threadsafe`` (loop thread)."""
         with contextlib.suppress(BlockingIOError):
             os.read(self._wakeup_read, 4096)
         self._wakeup_pending = False
@@ -414,7 +340,8 @@ class Loop:
                 return
             callback()
 
-    def _accept(self, listener: _Listener) -> None:
+    def accept_from(self, listener: _Listener) -> None:
+        """The listener is readable: accept, as far as the balance and limits allow."""
         share = self._share
         for _ in range(self._accepts_per_event):
             if share is not None and share.should_yield(len(self._connections)):
@@ -424,9 +351,20 @@ class Loop:
                 return
             if not self._accept_one(listener):
                 return
-            if len(self._connections) >= self._config.max_connections:
+            if len(self._connections) >= self._max_connections:
                 self._set_accepting(False)
                 return
+
+    def close(self) -> None:
+        """Close every connection, the selector and the wake-up pipe (loop thread)."""
+        for connection in list(self._connections):
+            connection.close()
+        self._set_accepting(False)
+        self._selector.close()
+        os.close(self._wakeup_read)
+        os.close(self._wakeup_write)
+
+    # -- internals (loop thread) ----------------------------------------------------------
 
     def _accept_one(self, listener: _Listener) -> bool:
         """Accept one connection from ``listener``; False when there was none."""
@@ -439,31 +377,19 @@ class Loop:
             logger.warning("accept() failed: %s", exc)
             return False
         sock.setblocking(False)
-        if listener.is_unix:
-            peer = ("", "")
-        else:
+        if not listener.is_unix:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            peer = (address[0], str(address[1]))
-        if self.tls_context is not None:
-            # The handshake happens in the loop, non-blocking (Connection.on_readable).
-            sock = self.tls_context.wrap_socket(
-                sock, server_side=True, do_handshake_on_connect=False
-            )
-        connection = Connection(sock, peer, loop=self, template=listener.template, now=self.now)
-        self._connections.add(connection)
-        if self._share is not None and self.state is LoopState.RUNNING:
-            self._share.update(len(self._connections))
-        self.set_interest(connection, read=True, write=False)
+        self.add_connection(listener.make_connection(sock, address))
         return True
 
     def _accept_backlog(self) -> int:
         """Take every connection waiting in the listeners' backlog, as far as
-        MAX_CONNECTIONS allows; return how many (loop thread, at drain start).
+        MAX_CONNECTIONS allows; return how many (at drain start).
 
         On a reload the other workers would take them too; on a shutdown nobody would, and
         the kernel resets what is left in a backlog when the last listener copy closes."""
         taken = 0
-        room = self._config.max_connections - len(self._connections)
+        room = self._max_connections - len(self._connections)
         for listener in self._listeners:
             while taken < room and self._accept_one(listener):
                 taken += 1
@@ -472,10 +398,7 @@ class Loop:
     def _resume_accepting(self) -> None:
         """Watch the listeners again, unless draining or at MAX_CONNECTIONS."""
         self._accept_paused_until = 0.0
-        if (
-            self.state is LoopState.RUNNING
-            and len(self._connections) < self._config.max_connections
-        ):
+        if self.state is LoopState.RUNNING and len(self._connections) < self._max_connections:
             self._set_accepting(True)
 
     def _set_accepting(self, enabled: bool) -> None:
@@ -483,9 +406,7 @@ class Loop:
             return
         for listener in self._listeners:
             if enabled:
-                self._selector.register(
-                    listener.sock, selectors.EVENT_READ, lambda lst=listener: self._accept(lst)
-                )
+                self._selector.register(listener.sock, selectors.EVENT_READ, listener)
             else:
                 self._selector.unregister(listener.sock)
         self._is_accepting = enabled
@@ -493,40 +414,21 @@ class Loop:
     def _tick(self, now: float) -> None:
         self.date = formatdate(usegmt=True).encode("ascii")
         self._next_tick = now + _TICK_S
-        write_timeout = self.limits.write_timeout
-        for connection in list(self._connections):
-            self._check_deadlines(connection, now, write_timeout)
+        self._check_deadlines(now)
         if self._on_tick is not None:
             self._on_tick(now)
 
-    def _check_deadlines(self, connection: Connection, now: float, write_timeout: float) -> None:
-        if connection.has_pending_output and now - connection.last_progress > write_timeout:
-            logger.debug("Write timeout: %s stopped reading", connection.peer[0])
-            connection.close()
-            return
-        deadline = connection.deadline
-        if deadline is None or deadline > now:
-            return
-        state = connection.state
-        if state is ConnectionState.CLOSING:
-            connection.close()
-        elif state is ConnectionState.READING:
-            with connection.lock:
-                if connection.state is not ConnectionState.READING:
-                    return  # a pool thread just handed it back; its deadline is fresh
-            if connection.is_idle:
-                # A lingering close: a request sent just now gets a FIN, not a reset.
-                connection.linger()
-                if self._drain is not None:
-                    self._drain.idle_closed += 1
-            else:
-                connection.send_timeout_response()
+    def _check_deadlines(self, now: float) -> None:
+        drain = self._drain
+        for connection in list(self._connections):
+            if connection.check_deadline(now) and drain is not None:
+                drain.idle_closed += 1
 
     def _begin_drain(self) -> None:
         now = self.now
         self.state = LoopState.DRAINING
         if self._drain_deadline != 0.0:  # 0.0: a second signal asked to stop at once
-            self._drain_deadline = now + self._config.graceful_timeout
+            self._drain_deadline = now + self._graceful_timeout
         self._set_accepting(False)
         self._accept_paused_until = 0.0
         if self._share is not None:
@@ -534,13 +436,12 @@ class Loop:
         from_backlog = self._accept_backlog()
         if self._on_drain is not None:
             self._on_drain()
-        limits = self.limits
-        self.idle_timeout = min(limits.keepalive_timeout, limits.drain_keepalive_timeout)
+        self.idle_timeout = self._drain_idle_timeout
         self._drain = _DrainRecord(
             started=now,
             connections=len(self._connections),
             running=self._pool.busy,
-            requests_before=self.requests_served,
+            requests_before=self._stats.requests,
             from_backlog=from_backlog,
         )
         self._next_drain_sweep = now  # the idle connections' deadlines shrink at once
@@ -555,30 +456,24 @@ class Loop:
         now = self.now
         if now >= self._next_drain_sweep:
             self._next_drain_sweep = now + _DRAIN_SWEEP_S
-            self._sweep_while_draining(now)
+            # Idle connections get at most the drain window, then every deadline applies.
+            latest = now + self.idle_timeout
+            for connection in list(self._connections):
+                connection.limit_idle_deadline(latest)
+            self._check_deadlines(now)
         if not self._connections:
             self.state = LoopState.STOPPED
         elif now >= self._drain_deadline:
             logger.warning(
                 "Graceful timeout (%.1f s) reached: closing %d connection(s), "
                 "%d request(s) still running",
-                self._config.graceful_timeout,
+                self._graceful_timeout,
                 len(self._connections),
                 self._pool.busy,
             )
             self.state = LoopState.STOPPED
         if self.state is LoopState.STOPPED:
             self._log_drain(now)
-
-    def _sweep_while_draining(self, now: float) -> None:
-        """Give idle connections at most the drain window, then apply every deadline."""
-        latest = now + self.idle_timeout
-        write_timeout = self.limits.write_timeout
-        for connection in list(self._connections):
-            if connection.is_idle and (connection.deadline is None or connection.deadline > latest):
-                # Also catches a pool thread that set a keep-alive deadline as the drain began.
-                connection.deadline = latest
-            self._check_deadlines(connection, now, write_timeout)
 
     def _log_drain(self, now: float) -> None:
         drain = self._drain
@@ -593,32 +488,8 @@ class Loop:
             drain.connections,
             drain.running,
             drain.from_backlog,
-            self.requests_served - drain.requests_before,
+            self._stats.requests - drain.requests_before,
             drain.idle_closed,
             self.idle_timeout,
             len(self._connections),
         )
-
-    def close(self) -> None:
-        """Close every connection, the selector and the wake-up pipe (loop thread)."""
-        for connection in list(self._connections):
-            connection.close()
-        self._set_accepting(False)
-        self._selector.close()
-        os.close(self._wakeup_read)
-        os.close(self._wakeup_write)
-
-
-def _template_for(sock: socket.socket, config: ServerConfig, multiprocess: bool) -> EnvironTemplate:
-    if sock.family == socket.AF_UNIX:
-        server_name, server_port = "localhost", "80"
-    else:
-        address: Any = sock.getsockname()
-        server_name, server_port = address[0], str(address[1])
-    return EnvironTemplate(
-        server_name=server_name,
-        server_port=server_port,
-        script_name=config.script_name,
-        url_scheme="https" if config.certfile else "http",
-        multiprocess=multiprocess,
-    )

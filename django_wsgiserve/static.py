@@ -62,7 +62,7 @@ from whitenoise.string_utils import (  # type: ignore[import-untyped]
     ensure_leading_trailing_slash,
 )
 
-from .connection import StaticResponse
+from .context import StaticResponse
 from .errors import ApplicationError
 from .http.writer import ResponseWriter
 

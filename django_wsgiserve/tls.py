@@ -16,11 +16,18 @@ Imports only the stdlib and ``errors``.
 
 from __future__ import annotations
 
+import enum
 import ssl
 
 from .errors import ConfigError
 
-__all__ = ["TLS12_CIPHERS", "server_context"]
+__all__ = [
+    "TLS12_CIPHERS",
+    "HandshakeStep",
+    "advance_handshake",
+    "read_decrypted",
+    "server_context",
+]
 
 # The TLS 1.2 cipher suites of Mozilla's "intermediate" server profile (Server Side TLS 5.x):
 # ECDHE or DHE key exchange and an AEAD cipher (AES-GCM, ChaCha20-Poly1305), and nothing else.
@@ -63,3 +70,33 @@ def server_context(certfile: str, keyfile: str = "", *, source: str = "") -> ssl
             source=source or None,
         ) from exc
     return context
+
+
+class HandshakeStep(enum.Enum):
+    DONE = "done"
+    WANT_READ = "want read"
+    WANT_WRITE = "want write"
+
+
+def advance_handshake(sock: ssl.SSLSocket) -> HandshakeStep:
+    """One non-blocking step of a server-side handshake; raises ``OSError`` (``ssl.SSLError``
+    included) when it fails."""
+    try:
+        sock.do_handshake()
+    except ssl.SSLWantReadError:
+        return HandshakeStep.WANT_READ
+    except ssl.SSLWantWriteError:
+        return HandshakeStep.WANT_WRITE
+    return HandshakeStep.DONE
+
+
+def read_decrypted(sock: ssl.SSLSocket, size: int) -> bytes:
+    """``recv`` plus every byte TLS has decrypted already: epoll cannot tell about those, so
+    they must be taken now or wait for the next packet."""
+    data = sock.recv(size)
+    if data:
+        chunks = [data]
+        while sock.pending():
+            chunks.append(sock.recv(size))
+        data = b"".join(chunks)
+    return data

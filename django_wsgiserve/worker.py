@@ -56,8 +56,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from .accesslog import AccessLog
 from .errors import HookError, WorkerExitCode
 from .hooks import Hook, Hooks, drain_callback, start_worker
-from .loop import Loop
 from .pool import ThreadPool
+from .server import build_server
 from .sockets import raise_file_limit
 
 if TYPE_CHECKING:
@@ -66,7 +66,9 @@ if TYPE_CHECKING:
 
     from .balance import WorkerShare
     from .config import ServerConfig
-    from .connection import StaticResponder
+    from .context import StaticResponder
+    from .loop import Loop
+    from .server import WorkerServer
     from .wsgi import WSGIApplication
 
 __all__ = [
@@ -120,7 +122,7 @@ def serve(
     raise_file_limit(needed=config.max_connections + config.threads + 64)
     pool = ThreadPool(threads=config.threads)
     monitor = _Monitor(config, channel_fd=channel_fd)
-    loop = Loop(
+    server = build_server(
         config=config,
         listeners=listeners,
         application=application,
@@ -138,7 +140,8 @@ def serve(
         static=static,  # static.build_static_table(), built once before fork
         share=share,
     )
-    monitor.loop = loop
+    loop = server.loop
+    monitor.server = server
     # Under --reload, Django's autoreloader runs us in a thread: signals stay with it.
     is_main_thread = threading.current_thread() is threading.main_thread()
     previous = _install_signal_handlers(loop, monitor) if is_main_thread else {}
@@ -169,8 +172,9 @@ def serve(
     still_running = pool.shutdown(deadline_s=max(0.5, remaining))
     if still_running:
         logger.warning("%d request(s) were still running at exit", still_running)
-    logger.info("Worker stopped after %d request(s)", loop.requests_served)
-    hooks.send(Hook.WORKER_STOPPED, number=number, requests=loop.requests_served)
+    requests = server.context.stats.requests
+    logger.info("Worker stopped after %d request(s)", requests)
+    hooks.send(Hook.WORKER_STOPPED, number=number, requests=requests)
 
 
 def _use_batch_scheduling() -> None:
@@ -287,7 +291,7 @@ class _Monitor:
     """The worker's tick hook (loop thread) and its line to the master; see module notes."""
 
     def __init__(self, config: ServerConfig, *, channel_fd: int | None) -> None:
-        self.loop: Loop | None = None
+        self.server: WorkerServer | None = None
         self.should_reopen_logs = False
         self._config = config
         self._channel_fd = channel_fd
@@ -307,18 +311,20 @@ class _Monitor:
 
     def on_tick(self, now: float) -> None:
         """Once a second, at the end of the loop's tick (loop thread)."""
-        loop = self.loop
-        assert loop is not None
+        server = self.server
+        assert server is not None
+        loop = server.loop
         self.send(MESSAGE_HEARTBEAT)
         if self.should_reopen_logs:
             self.should_reopen_logs = False
             reopen_log_files()
         if self._config.timeout:
-            self._report_stuck_requests(loop, now)
+            self._report_stuck_requests(server.dispatcher.in_flight, now)
         if self._channel_fd is None:
             return  # no master: nothing to retire to
-        if self._max_requests and loop.requests_served >= self._max_requests:
-            self.retire(f"served {loop.requests_served} requests (MAX_REQUESTS)")
+        requests = server.context.stats.requests
+        if self._max_requests and requests >= self._max_requests:
+            self.retire(f"served {requests} requests (MAX_REQUESTS)")
         elif self._config.max_worker_memory:
             rss = rss_bytes()
             if rss > self._config.max_worker_memory:
@@ -335,9 +341,11 @@ class _Monitor:
         logger.info("Worker (pid %d) %s: asking to be replaced", os.getpid(), reason)
         self.send(MESSAGE_RETIRE)
 
-    def _report_stuck_requests(self, loop: Loop, now: float) -> None:
+    def _report_stuck_requests(
+        self, running: dict[int, tuple[bytes, bytes, float]], now: float
+    ) -> None:
         timeout = self._config.timeout
-        in_flight = loop.in_flight.copy()  # one C call: atomic against the pool threads
+        in_flight = running.copy()  # one C call: atomic against the pool threads
         self._reported.intersection_update((ident, item[2]) for ident, item in in_flight.items())
         frames: dict[int, Any] | None = None
         for ident, (method, target, started) in in_flight.items():

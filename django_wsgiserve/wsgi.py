@@ -596,18 +596,13 @@ class RequestCycle:
         access_log = self._access_log
         if access_log is None:
             return
-        environ = self._environ
         status = self._status or "000"
-        access_log.log(
+        access_log.log_request(
+            self._request,
             peer=self._peer(),
-            method=environ["REQUEST_METHOD"],
-            target=environ["RAW_URI"],
-            http_version=environ["SERVER_PROTOCOL"],
             status_code=int(status[:3]) if status[:3].isdigit() else 0,
             bytes_sent=self._bytes_sent,
             request_time_s=time.monotonic() - self._started,
-            referer=environ.get("HTTP_REFERER", ""),
-            user_agent=environ.get("HTTP_USER_AGENT", ""),
         )
 
 

@@ -380,33 +380,12 @@ class RequestParser:
         if authority:
             # RFC 9112 §3.2.2: the authority of an absolute-form target replaces Host.
             host = authority
-        content_length = None
-        is_chunked = False
         if len(framing) > 1 or hosts is None:  # anything beyond Host
-            for name, values in framing.items():
-                if len(values) > 1 and name in _SINGLETON_FIELDS:
-                    raise InvalidHeaderError(
-                        f"more than one {name.decode('ascii')} field line: it has a single"
-                        " value (RFC 9110 §5.3)"
-                    )
-            content_lengths = framing.get(b"content-length")
-            if content_lengths:
-                content_length = _content_length(content_lengths)
-            codings = framing.get(b"transfer-encoding")
-            if codings:
-                is_chunked = _is_chunked(codings, is_11, content_length)
-            if content_length is not None and content_length > self._max_body_bytes:
-                raise ContentTooLargeError(
-                    f"Content-Length {content_length} is over the {self._max_body_bytes} byte limit"
-                )
-            expectations = framing.get(b"expect")
-            expect_continue = is_11 and expectations is not None and _expects_continue(expectations)
-            connection = framing.get(b"connection")
-            keep_alive = _keep_alive(connection, is_11) if connection else is_11
+            content_length, is_chunked, expect_continue, keep_alive = _message_fields(
+                framing, is_11, self._max_body_bytes
+            )
         else:
-            expect_continue = False
-            keep_alive = is_11
-
+            content_length, is_chunked, expect_continue, keep_alive = None, False, False, is_11
         if is_chunked:
             self._state = _State.CHUNK_SIZE
             self._body_total = 0
@@ -437,31 +416,7 @@ class RequestParser:
         raise BadRequestError("malformed request head")
 
     def _diagnose_head(self, data: bytes) -> None:
-        """Raise the error detectable at the earliest byte of ``data`` (head bytes received so
-        far, from the request line on); return if there is none yet."""
-        max_line = self._max_request_line
-        match = grammar.CR_OR_LF_RE.search(data)
-        if match is None:
-            if len(data) > max_line:
-                raise URITooLongError(f"the request line is longer than {max_line} bytes")
-            return
-        end = match.start()
-        if end > max_line:
-            raise URITooLongError(f"the request line is longer than {max_line} bytes")
-        if data[end] == _LF:
-            raise InvalidRequestLineError("bare LF in the request line (RFC 9112 §2.2)")
-        if end + 1 == len(data):
-            return
-        if data[end + 1] != _LF:
-            raise InvalidRequestLineError("bare CR in the request line (RFC 9112 §2.2)")
-        _diagnose_request_line(data[:end])
-        _diagnose_fields(
-            data,
-            end + 2,
-            max_bytes=self._max_header_bytes,
-            max_fields=self._max_headers,
-            error=InvalidHeaderError,
-        )
+        _diagnose_head(data, self._max_request_line, self._max_header_bytes, self._max_headers)
 
     # -- Content-Length body -------------------------------------------------------------------
 
@@ -773,3 +728,59 @@ def _content_length(values: list[bytes]) -> int:
         if value != first:
             raise InvalidContentLengthError("conflicting Content-Length values")
     return int(first)
+
+
+def _diagnose_head(data: bytes, max_line: int, max_header_bytes: int, max_headers: int) -> None:
+    """Raise the error detectable at the earliest byte of ``data`` (head bytes received so
+    far, from the request line on); return if there is none yet."""
+    match = grammar.CR_OR_LF_RE.search(data)
+    if match is None:
+        if len(data) > max_line:
+            raise URITooLongError(f"the request line is longer than {max_line} bytes")
+        return
+    end = match.start()
+    if end > max_line:
+        raise URITooLongError(f"the request line is longer than {max_line} bytes")
+    if data[end] == _LF:
+        raise InvalidRequestLineError("bare LF in the request line (RFC 9112 §2.2)")
+    if end + 1 == len(data):
+        return
+    if data[end + 1] != _LF:
+        raise InvalidRequestLineError("bare CR in the request line (RFC 9112 §2.2)")
+    _diagnose_request_line(data[:end])
+    _diagnose_fields(
+        data,
+        end + 2,
+        max_bytes=max_header_bytes,
+        max_fields=max_headers,
+        error=InvalidHeaderError,
+    )
+
+
+def _message_fields(
+    framing: dict[bytes, list[bytes]], is_11: bool, max_body_bytes: int
+) -> tuple[int | None, bool, bool, bool]:
+    """(Content-Length, is chunked, expects 100-continue, keep-alive) from the interpreted
+    fields; a singleton field in two lines, bad or conflicting framing, or a body over
+    ``max_body_bytes`` raise."""
+    for name, values in framing.items():
+        if len(values) > 1 and name in _SINGLETON_FIELDS:
+            raise InvalidHeaderError(
+                f"more than one {name.decode('ascii')} field line: it has a single"
+                " value (RFC 9110 §5.3)"
+            )
+    content_length = None
+    content_lengths = framing.get(b"content-length")
+    if content_lengths:
+        content_length = _content_length(content_lengths)
+    codings = framing.get(b"transfer-encoding")
+    is_chunked = _is_chunked(codings, is_11, content_length) if codings else False
+    if content_length is not None and content_length > max_body_bytes:
+        raise ContentTooLargeError(
+            f"Content-Length {content_length} is over the {max_body_bytes} byte limit"
+        )
+    expectations = framing.get(b"expect")
+    expect_continue = is_11 and expectations is not None and _expects_continue(expectations)
+    connection = framing.get(b"connection")
+    keep_alive = _keep_alive(connection, is_11) if connection else is_11
+    return content_length, is_chunked, expect_continue, keep_alive

@@ -14,6 +14,7 @@ import socket
 import sys
 import threading
 import time
+import types
 
 import pytest
 
@@ -80,11 +81,13 @@ def test_rss_bytes_is_plausible():
     assert 1 << 20 < worker.rss_bytes() < 1 << 34
 
 
-class _FakeLoop:
+class _FakeServer:
+    """What the worker's monitor reads of ``server.WorkerServer``."""
+
     def __init__(self) -> None:
-        self.in_flight: dict[int, tuple[bytes, bytes, float]] = {}
-        self.requests_served = 0
-        self.is_draining = False
+        self.loop = types.SimpleNamespace(is_draining=False)
+        self.dispatcher = types.SimpleNamespace(in_flight={})
+        self.context = types.SimpleNamespace(stats=types.SimpleNamespace(requests=0))
 
 
 def _stuck_here(started: threading.Event, release: threading.Event) -> None:
@@ -96,15 +99,15 @@ def test_stuck_request_logged_with_its_thread_traceback(caplog):
     config = resolve_config({"TIMEOUT": 5}, {}, {})
     read_fd, write_fd = os.pipe()
     monitor = worker._Monitor(config, channel_fd=write_fd)
-    loop = _FakeLoop()
-    monitor.loop = loop  # type: ignore[assignment]
+    server = _FakeServer()
+    monitor.server = server  # type: ignore[assignment]
     started, release = threading.Event(), threading.Event()
     thread = threading.Thread(target=_stuck_here, args=(started, release))
     thread.start()
     try:
         started.wait(5)
         assert thread.ident is not None
-        loop.in_flight[thread.ident] = (b"GET", b"/slow?x=1", 100.0)
+        server.dispatcher.in_flight[thread.ident] = (b"GET", b"/slow?x=1", 100.0)
         caplog.set_level(logging.INFO, logger="django_wsgiserve")
         monitor.on_tick(104.0)  # 4 s: not yet
         assert not [r for r in caplog.records if r.levelno == logging.CRITICAL]
@@ -129,11 +132,11 @@ def test_max_requests_retires_once(caplog):
     config = resolve_config({"MAX_REQUESTS": 10}, {}, {})
     read_fd, write_fd = os.pipe()
     monitor = worker._Monitor(config, channel_fd=write_fd)
-    loop = _FakeLoop()
-    monitor.loop = loop  # type: ignore[assignment]
+    server = _FakeServer()
+    monitor.server = server  # type: ignore[assignment]
     caplog.set_level(logging.INFO, logger="django_wsgiserve")
     monitor.on_tick(1.0)
-    loop.requests_served = 10
+    server.context.stats.requests = 10
     monitor.on_tick(2.0)
     monitor.on_tick(3.0)
     messages = os.read(read_fd, 100)

@@ -8,8 +8,8 @@ import pytest
 
 from django_wsgiserve.balance import FREE, MAX_YIELDS, SLACK, BalanceTable
 from django_wsgiserve.config import resolve_config
-from django_wsgiserve.loop import Loop
 from django_wsgiserve.pool import ThreadPool
+from django_wsgiserve.server import build_server
 
 
 def test_claim_and_release_slots() -> None:
@@ -47,14 +47,13 @@ def test_the_loop_publishes_its_count_when_it_starts_accepting() -> None:
     table = BalanceTable(2)
     slot = table.claim()
     assert slot is not None
-    loop = Loop(
+    loop = build_server(
         config=resolve_config({"ACCESS_LOG": False}, {}, {}),
         listeners=[],
         application=lambda environ, start_response: [],
         pool=ThreadPool(threads=1),
-        access_log=None,
         share=table.share(slot),
-    )
+    ).loop
     seen = []
     loop.request_stop()
     loop.run(on_ready=lambda: seen.append(table.counts()[slot]))

@@ -30,8 +30,8 @@ from hypothesis import given, settings, strategies as st
 
 from django_wsgiserve.config import resolve_config
 from django_wsgiserve.connection import Connection, ConnectionState
-from django_wsgiserve.loop import Loop
 from django_wsgiserve.pool import ThreadPool
+from django_wsgiserve.server import build_server
 from django_wsgiserve.wsgi import EnvironTemplate
 from tests.apps import big, echo
 from tests.http.test_properties import PROPERTY_SETTINGS, mutated, requests, splits
@@ -67,24 +67,24 @@ class Harness:
         self.clock = FakeClock()
         config = resolve_config({"ACCESS_LOG": False, **TIMEOUTS, **options}, {}, {})
         self.pool = pool or SyncPool()
-        self.loop = Loop(
-            config=config,
-            listeners=[],
-            application=app,
-            pool=self.pool,
-            access_log=None,
-            clock=self.clock,
+        server = build_server(
+            config=config, listeners=[], application=app, pool=self.pool, clock=self.clock
         )
+        self.loop = server.loop
         self.loop.date = FIXED_DATE
         server_end, self.client = socket.socketpair()
         server_end.setblocking(False)
         self.client.setblocking(False)
         template = EnvironTemplate(server_name="test", server_port="80", script_name="")
         self.connection = Connection(
-            server_end, ("127.0.0.1", "4711"), loop=self.loop, template=template, now=self.clock()
+            server_end,
+            ("127.0.0.1", "4711"),
+            loop=self.loop,
+            context=server.context,
+            dispatcher=server.dispatcher,
+            template=template,
         )
-        self.loop._connections.add(self.connection)
-        self.loop.set_interest(self.connection, read=True, write=False)
+        self.loop.add_connection(self.connection)
         self.received = bytearray()
         self.client_closed = False
 
@@ -117,8 +117,7 @@ class Harness:
     def advance(self, seconds: float) -> None:
         """Move the clock and run the loop's once-a-second tick."""
         self.clock.now += seconds
-        self.loop.now = self.clock.now
-        self.loop._tick(self.clock.now)
+        self.loop.step(0)
         self.pump()
 
     def finish(self) -> bytes:
@@ -247,16 +246,16 @@ def test_client_that_stops_reading_is_dropped_after_write_timeout():
     harness.connection.on_readable()
     # Wait (bounded, not timed) until the pool thread has filled the outbox and blocks.
     for _ in range(500):
-        harness.loop._on_wakeup()
-        if harness.connection.has_pending_output and pool.busy:
+        harness.loop.run_calls()
+        if harness.connection.outbox and pool.busy:
             break
         time.sleep(0.01)
-    assert harness.connection.has_pending_output
+    assert harness.connection.outbox
     harness.clock.now += 29.0
-    harness.loop._tick(harness.clock.now)
+    harness.loop.step(0)
     assert harness.connection.state is not ConnectionState.CLOSED
     harness.clock.now += 2.0
-    harness.loop._tick(harness.clock.now)
+    harness.loop.step(0)
     assert harness.connection.state is ConnectionState.CLOSED
     # The application thread was woken with ClientDisconnectedError and is free again.
     assert pool.shutdown(deadline_s=10) == 0

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from django_wsgiserve.config import resolve_config
-from django_wsgiserve.loop import Loop, LoopState
+from django_wsgiserve.loop import LoopState
+from django_wsgiserve.server import build_server
 from tests.apps import echo
 from tests.live import ResponseReader
 
@@ -83,14 +84,13 @@ class Harness:
             {},
             {},
         )
-        self.loop = Loop(
+        self.loop = build_server(
             config=config,
             listeners=[self.listener],
             application=app,
-            pool=self.pool,
-            access_log=None,
+            pool=self.pool,  # type: ignore[arg-type]
             clock=self.clock,
-        )
+        ).loop
         self.clients: list[socket.socket] = []
 
     def connect(self) -> socket.socket:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import socket
 
 from django_wsgiserve.config import resolve_config
-from django_wsgiserve.loop import Loop
 from django_wsgiserve.pool import ThreadPool
+from django_wsgiserve.server import build_server
 
 
 def test_a_new_connection_counts_its_header_timeout_from_its_arrival() -> None:
@@ -18,20 +18,19 @@ def test_a_new_connection_counts_its_header_timeout_from_its_arrival() -> None:
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
     listener.setblocking(False)
-    loop = Loop(
+    loop = build_server(
         config=resolve_config({"ACCESS_LOG": False, "HEADER_TIMEOUT": 1}, {}, {}),
         listeners=[listener],
         application=lambda environ, start_response: [],
         pool=ThreadPool(threads=1),
-        access_log=None,
         clock=lambda: now[0],
-    )
+    ).loop
     client = socket.create_connection(listener.getsockname())
     try:
-        loop._set_accepting(True)
+        loop.start_accepting()
         now[0] = 100.9  # the wait for events lasted 0.9 s
         assert loop.run_once(5.0) >= 1
-        (connection,) = loop._connections
+        (connection,) = loop.connections
         assert connection.deadline == 100.9 + 1
     finally:
         client.close()

@@ -1,0 +1,145 @@
+"""Dispatcher: the hand-off of complete requests from the I/O loop to the thread pool.
+
+Design note. The loop thread calls ``dispatch()`` once a request (head and body) is complete;
+everything WSGI happens in the pool thread that runs it: the environ (from the listener's
+``EnvironTemplate``, with the trusted proxies' headers applied), the ``RequestCycle``, and the
+in-flight table the worker's tick reads for stuck requests. When MAX_QUEUED_REQUESTS requests
+already wait for a thread, a new one is answered at once with 503 and Retry-After (and a
+WARNING at most every ``_OVERLOAD_LOG_INTERVAL_S``), so a burst cannot build a queue that
+clients time out in anyway.
+
+Threads: ``dispatch()`` in the loop thread; ``in_flight`` is written by pool threads (one dict
+store and one delete per request) and copied by the loop thread.
+
+Never imports Django.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from typing import TYPE_CHECKING, Any
+
+from .wsgi import EnvironTemplate, RequestCycle
+
+if TYPE_CHECKING:
+    import io
+    from collections.abc import Callable
+
+    from .config import ServerConfig
+    from .connection import Connection
+    from .context import WorkerContext
+    from .http.events import Request
+    from .pool import ThreadPool
+    from .wsgi import WSGIApplication
+
+__all__ = ["Dispatcher", "environ_template"]
+
+logger = logging.getLogger(__name__)
+
+_OVERLOAD_LOG_INTERVAL_S = 10.0
+
+
+class Dispatcher:
+    """Runs complete requests in the pool; see the module notes."""
+
+    def __init__(
+        self,
+        *,
+        config: ServerConfig,
+        application: WSGIApplication,
+        pool: ThreadPool,
+        context: WorkerContext,
+        is_keepalive_allowed: Callable[[], bool],
+    ) -> None:
+        self._application = application
+        self._pool = pool
+        self._context = context
+        self._is_keepalive_allowed = is_keepalive_allowed
+        self._threads = config.threads
+        self._max_queued = config.max_queued_requests
+        self._max_pending = config.threads + config.max_queued_requests
+        self._rejected = 0  # 503s since the last overload warning
+        self._overload_logged_at = -_OVERLOAD_LOG_INTERVAL_S
+        # Requests running in pool threads: thread ident -> (method, target, start time).
+        self.in_flight: dict[int, tuple[bytes, bytes, float]] = {}
+
+    def dispatch(
+        self, connection: Connection, request: Request, body: io.IOBase, body_size: int, now: float
+    ) -> None:
+        """Hand a complete request to the pool, or refuse it if the queue is full (loop thread)."""
+        if self._pool.pending >= self._max_pending:
+            body.close()
+            self._reject_overloaded(connection, now)
+            return
+        context = self._context
+        context.stats.requests += 1
+        keep_alive = request.keep_alive and self._is_keepalive_allowed()
+        in_flight = self.in_flight
+
+        def run_request() -> None:
+            ident = threading.get_ident()
+            in_flight[ident] = (request.method, request.target, now)
+            try:
+                environ = connection.template.build(request, body, body_size, connection.peer)
+                context.proxies.apply(environ)
+                RequestCycle(
+                    app=self._application,
+                    environ=environ,
+                    request=request,
+                    sink=connection.sink,
+                    writer=context.writer,
+                    get_date=connection.sink.get_date,
+                    access_log=context.access_log,
+                    keep_alive=keep_alive,
+                    started=now,
+                ).run()
+            finally:
+                del in_flight[ident]
+                body.close()
+
+        self._pool.submit(run_request)
+
+    def run_in_pool(self, job: Callable[[], None]) -> None:
+        """Run ``job`` in a pool thread, e.g. a response's close() after its file was sent
+        (any thread)."""
+        self._pool.submit(job)
+
+    def _reject_overloaded(self, connection: Connection, now: float) -> None:
+        """503 + Retry-After for a request that found the queue full (loop thread)."""
+        connection.send_overloaded_response()
+        self._rejected += 1
+        if now - self._overload_logged_at >= _OVERLOAD_LOG_INTERVAL_S:
+            logger.warning(
+                "Request queue full: %d request(s) waiting for %d thread(s) "
+                "(MAX_QUEUED_REQUESTS %d); answered %d request(s) with 503",
+                self._pool.pending - self._threads,
+                self._threads,
+                self._max_queued,
+                self._rejected,
+            )
+            self._overload_logged_at = now
+            self._rejected = 0
+
+
+def environ_template(
+    sock: socket.socket, config: ServerConfig, *, multiprocess: bool, stats: Any = None
+) -> EnvironTemplate:
+    """The environ keys every request on listener ``sock`` shares."""
+    if sock.family == socket.AF_UNIX:
+        server_name, server_port = "localhost", "80"
+    else:
+        address: Any = sock.getsockname()
+        server_name, server_port = address[0], str(address[1])
+    template = EnvironTemplate(
+        server_name=server_name,
+        server_port=server_port,
+        script_name=config.script_name,
+        url_scheme="https" if config.certfile else "http",
+        multiprocess=multiprocess,
+    )
+    if stats is not None:
+        # The worker's counters, for applications that want them (tests, debug views).
+        template.base["wsgiserve.stats"] = stats
+    return template

@@ -1,0 +1,102 @@
+"""The serving parts of one worker, wired together: loop, dispatcher, connections.
+
+Design note. ``build_server()`` is the one place that knows every piece: it builds the frozen
+``WorkerContext`` from the configuration, the ``Loop`` (sockets and timers only), the
+``Dispatcher`` (the hand-off to the thread pool), and for each listener a factory that turns an
+accepted socket into a ``Connection`` (with TLS wrapping when CERTFILE is set, and the
+listener's environ template). ``worker.serve()`` runs the result; tests build one around a
+fake clock and a synchronous pool.
+
+Never imports Django.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import tls
+from .connection import Connection
+from .context import WorkerContext
+from .dispatch import Dispatcher, environ_template
+from .loop import Loop
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from .accesslog import AccessLog
+    from .balance import WorkerShare
+    from .config import ServerConfig
+    from .context import StaticResponder
+    from .pool import ThreadPool
+    from .wsgi import WSGIApplication
+
+__all__ = ["WorkerServer", "build_server"]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerServer:
+    """A worker's loop, dispatcher and shared context."""
+
+    loop: Loop
+    dispatcher: Dispatcher
+    context: WorkerContext
+
+
+def build_server(
+    *,
+    config: ServerConfig,
+    listeners: Sequence[socket.socket],
+    application: WSGIApplication,
+    pool: ThreadPool,
+    access_log: AccessLog | None = None,
+    static: StaticResponder | None = None,
+    multiprocess: bool = False,
+    clock: Callable[[], float] = time.monotonic,
+    on_tick: Callable[[float], None] | None = None,
+    on_drain: Callable[[], None] | None = None,
+    share: WorkerShare | None = None,
+) -> WorkerServer:
+    """Build a worker's serving parts for ``listeners``; see the module notes."""
+    context = WorkerContext.from_config(config, access_log=access_log, static=static)
+    loop = Loop(
+        config=config,
+        pool=pool,
+        stats=context.stats,
+        multiprocess=multiprocess,
+        clock=clock,
+        on_tick=on_tick,
+        on_drain=on_drain,
+        share=share,
+    )
+    keepalive_timeout = config.keepalive_timeout
+    dispatcher = Dispatcher(
+        config=config,
+        application=application,
+        pool=pool,
+        context=context,
+        is_keepalive_allowed=lambda: not loop.is_draining and keepalive_timeout > 0,
+    )
+    # CERTFILE: every listener speaks TLS (the command has checked the files already).
+    tls_context = tls.server_context(config.certfile, config.keyfile) if config.certfile else None
+    for sock in listeners:
+        template = environ_template(sock, config, multiprocess=multiprocess, stats=context.stats)
+        is_unix = sock.family == socket.AF_UNIX
+
+        def make_connection(
+            client: socket.socket, address: Any, template: Any = template, is_unix: bool = is_unix
+        ) -> Connection:
+            peer = ("", "") if is_unix else (address[0], str(address[1]))
+            if tls_context is not None:
+                # The handshake happens in the loop, non-blocking (Connection.on_readable).
+                client = tls_context.wrap_socket(
+                    client, server_side=True, do_handshake_on_connect=False
+                )
+            return Connection(
+                client, peer, loop=loop, context=context, dispatcher=dispatcher, template=template
+            )
+
+        loop.add_listener(sock, make_connection)
+    return WorkerServer(loop=loop, dispatcher=dispatcher, context=context)

@@ -1,0 +1,124 @@
+"""A/B: two builds of our server, same machine, same run, interleaved.
+
+    .venv/bin/python benchmarks/ab.py --python-a OLD/.venv/bin/python --python-b .venv/bin/python
+
+Each interpreter must have its own django-wsgiserve installed (e.g. a venv per git worktree
+with ``pip install -e``); the testproject of this repository is served by both. For each
+endpoint (testproject's ``/json`` and the plain WSGI hello app, ``benchmarks/apps/hello.py``)
+and each repetition, A then B (or B then A: the order alternates), the server runs with
+``--workers 1 --threads 8 --no-access-log`` pinned to CPU 1 and ``wrk -t1 -c64 -d<duration>``
+(keep-alive) pinned to CPU 0 after a warm-up. Prints the median req/s of each, the ratio B/A
+and every run. Loopback only; every server is stopped by its process group.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+ENDPOINTS = {
+    # name: (working directory, extra serve arguments, path)
+    "json": (REPO / "testproject", [], "/json"),
+    "hello": (REPO, ["--settings", "benchmarks.apps.hello_settings"], "/"),
+}
+_RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_listening(port: int, process: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("server not listening")
+
+
+def measure(python: str, endpoint: str, duration: float, log: Path) -> float:
+    directory, extra, path = ENDPOINTS[endpoint]
+    port = free_port()
+    argv = [
+        "taskset", "-c", "1", python, "-m", "django", "serve", f"127.0.0.1:{port}",
+        "--workers", "1", "--threads", "8", "--no-access-log", "--noreload", *extra,
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WSGISERVE_", "PYTHON"))}
+    env["PYTHONPATH"] = str(REPO)
+    if endpoint == "json":
+        env["DJANGO_SETTINGS_MODULE"] = "testproject.settings"
+        env["PYTHONPATH"] = f"{directory}{os.pathsep}{REPO}"
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            argv, cwd=directory, env=env, stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+    try:
+        wait_listening(port, process)
+        url = f"http://127.0.0.1:{port}{path}"
+        wrk = ["taskset", "-c", "0", "wrk", "-t1", "-c64", "--timeout", "10s"]
+        subprocess.run([*wrk, "-d1", url], capture_output=True, check=True, timeout=60)
+        result = subprocess.run(
+            [*wrk, f"-d{duration:g}", url], capture_output=True, check=True, timeout=120
+        )
+        match = _RPS.search(result.stdout.decode())
+        if match is None:
+            raise RuntimeError(result.stdout.decode())
+        return float(match.group(1))
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--python-a", required=True, help="interpreter of build A (before)")
+    parser.add_argument("--python-b", default=sys.executable, help="interpreter of build B")
+    parser.add_argument("--endpoints", nargs="+", default=list(ENDPOINTS), choices=ENDPOINTS)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--duration", type=float, default=4.0)
+    args = parser.parse_args()
+    logs = Path(tempfile.mkdtemp(prefix="wsgiserve-ab-"))
+    print("| endpoint | A req/s (median) | B req/s (median) | B/A | A runs | B runs |")
+    print("|---|---|---|---|---|---|")
+    for endpoint in args.endpoints:
+        runs: dict[str, list[float]] = {"a": [], "b": []}
+        for index in range(args.repeat):
+            order = ("a", "b") if index % 2 == 0 else ("b", "a")
+            for name in order:
+                python = args.python_a if name == "a" else args.python_b
+                log = logs / f"{endpoint}-{name}-{index}.log"
+                runs[name].append(measure(python, endpoint, args.duration, log))
+        a, b = statistics.median(runs["a"]), statistics.median(runs["b"])
+        print(
+            f"| {endpoint} | {a:,.0f} | {b:,.0f} | {b / a:.3f} | "
+            f"{', '.join(f'{r:,.0f}' for r in runs['a'])} | "
+            f"{', '.join(f'{r:,.0f}' for r in runs['b'])} |"
+        )
+    print(f"\nlogs: {logs.name} in the temporary directory")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -83,12 +83,19 @@ def measure(python: str, endpoint: str, duration: float, log: Path) -> float:
             raise RuntimeError(result.stdout.decode())
         return float(match.group(1))
     finally:
+        stop(process)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the server's process group, SIGKILL after 15 s."""
+    try:
         os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(5)
+        process.wait(15)
+    except ProcessLookupError:
+        process.wait(5)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(5)
 
 
 def main() -> int:
@@ -99,6 +106,9 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--duration", type=float, default=4.0)
     args = parser.parse_args()
+    # Absolute (the servers run in other directories), but not resolved: a venv's python is
+    # a symlink, and the venv is found from the path it was started by.
+    pythons = {"a": os.path.abspath(args.python_a), "b": os.path.abspath(args.python_b)}
     logs = Path(tempfile.mkdtemp(prefix="wsgiserve-ab-"))
     print("| endpoint | A req/s (median) | B req/s (median) | B/A | A runs | B runs |")
     print("|---|---|---|---|---|---|")
@@ -107,7 +117,7 @@ def main() -> int:
         for index in range(args.repeat):
             order = ("a", "b") if index % 2 == 0 else ("b", "a")
             for name in order:
-                python = args.python_a if name == "a" else args.python_b
+                python = pythons[name]
                 log = logs / f"{endpoint}-{name}-{index}.log"
                 runs[name].append(measure(python, endpoint, args.duration, log))
         a, b = statistics.median(runs["a"]), statistics.median(runs["b"])

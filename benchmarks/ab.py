@@ -1,14 +1,17 @@
-"""A/B: two builds of our server, same machine, same run, interleaved.
+"""A/B: two builds (or two configurations) of our server, same machine, same run, interleaved.
 
     .venv/bin/python benchmarks/ab.py --python-a OLD/.venv/bin/python --python-b .venv/bin/python
+    .venv/bin/python benchmarks/ab.py --python-a .venv/bin/python --args-b=--access-log
 
 Each interpreter must have its own django-wsgiserve installed (e.g. a venv per git worktree
-with ``pip install -e``); the testproject of this repository is served by both. For each
+with ``pip install -e``); the testproject of this repository is served by both. ``--args-a``
+and ``--args-b`` are the serve options of each side (default ``--no-access-log``). For each
 endpoint (testproject's ``/json`` and the plain WSGI hello app, ``benchmarks/apps/hello.py``)
 and each repetition, A then B (or B then A: the order alternates), the server runs with
-``--workers 1 --threads 8 --no-access-log`` pinned to CPU 1 and ``wrk -t1 -c64 -d<duration>``
-(keep-alive) pinned to CPU 0 after a warm-up. Prints the median req/s of each, the ratio B/A
-and every run. Loopback only; every server is stopped by its process group.
+``--workers 1 --threads 8`` and the side's options, pinned to CPU 1, and
+``wrk -t1 -c64 -d<duration>`` (keep-alive) pinned to CPU 0 after a warm-up. Prints the
+median req/s of each, the ratio B/A and every run. Loopback only; every server is stopped
+by its process group.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import signal
 import socket
 import statistics
@@ -53,12 +57,12 @@ def wait_listening(port: int, process: subprocess.Popen[bytes], timeout_s: float
     raise RuntimeError("server not listening")
 
 
-def measure(python: str, endpoint: str, duration: float, log: Path) -> float:
+def measure(python: str, args: list[str], endpoint: str, duration: float, log: Path) -> float:
     directory, extra, path = ENDPOINTS[endpoint]
     port = free_port()
     argv = [
         "taskset", "-c", "1", python, "-m", "django", "serve", f"127.0.0.1:{port}",
-        "--workers", "1", "--threads", "8", "--no-access-log", "--noreload", *extra,
+        "--workers", "1", "--threads", "8", "--noreload", *args, *extra,
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WSGISERVE_", "PYTHON"))}
     env["PYTHONPATH"] = str(REPO)
@@ -102,6 +106,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--python-a", required=True, help="interpreter of build A (before)")
     parser.add_argument("--python-b", default=sys.executable, help="interpreter of build B")
+    parser.add_argument("--args-a", default="--no-access-log", help="serve options of A")
+    parser.add_argument("--args-b", default="--no-access-log", help="serve options of B")
     parser.add_argument("--endpoints", nargs="+", default=list(ENDPOINTS), choices=ENDPOINTS)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--duration", type=float, default=4.0)
@@ -109,6 +115,7 @@ def main() -> int:
     # Absolute (the servers run in other directories), but not resolved: a venv's python is
     # a symlink, and the venv is found from the path it was started by.
     pythons = {"a": os.path.abspath(args.python_a), "b": os.path.abspath(args.python_b)}
+    options = {"a": shlex.split(args.args_a), "b": shlex.split(args.args_b)}
     logs = Path(tempfile.mkdtemp(prefix="wsgiserve-ab-"))
     print("| endpoint | A req/s (median) | B req/s (median) | B/A | A runs | B runs |")
     print("|---|---|---|---|---|---|")
@@ -119,7 +126,7 @@ def main() -> int:
             for name in order:
                 python = pythons[name]
                 log = logs / f"{endpoint}-{name}-{index}.log"
-                runs[name].append(measure(python, endpoint, args.duration, log))
+                runs[name].append(measure(python, options[name], endpoint, args.duration, log))
         a, b = statistics.median(runs["a"]), statistics.median(runs["b"])
         print(
             f"| {endpoint} | {a:,.0f} | {b:,.0f} | {b / a:.3f} | "

@@ -15,6 +15,15 @@ Design note:
 * Structured fields go in ``extra=`` (``status_code``, ``request_time_ms``, ``peer``,
   ``worker_pid``, ``bytes_sent``, ``method``, ``path``) for JSON or coloured handlers.
 * Safe to call from any thread: the timestamp cache is one tuple swapped atomically.
+* Batched writes. ``BufferedStreamHandler`` (what ``default_logging_config()`` installs for
+  the access logger) keeps formatted lines in a deque, without taking a lock per line, and
+  writes them with one ``write`` when flushed: by the worker's loop once per turn, on drain
+  and at exit (``logging.shutdown`` flushes too), or by the thread whose line fills
+  ``MAX_PENDING_LINES``. When the access logger is configured exactly that way (one such
+  handler, ``%(message)s``, no filters, not propagating), ``AccessLog`` skips the logging
+  machinery altogether and hands the line straight to the handler: no ``LogRecord``, no
+  handler lock, one string format. Any other ``LOGGING`` for ``django_wsgiserve.access``
+  gets every line the ordinary way, through ``logger.info``.
 * The library never installs handlers. ``default_logging_config()`` is a ``dictConfig`` fragment
   that only the management command applies, and only when ``settings.LOGGING`` configures
   neither ``django_wsgiserve`` nor ``django_wsgiserve.access``. ``AccessFormatter`` colours lines
@@ -25,6 +34,7 @@ Imports only the stdlib; never Django.
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
@@ -42,6 +52,7 @@ __all__ = [
     "FORMATS",
     "AccessFormatter",
     "AccessLog",
+    "BufferedStreamHandler",
     "default_logging_config",
     "escape",
 ]
@@ -94,7 +105,16 @@ class AccessLog:
     (``time.time``), used for timestamps only. Any thread may call ``log()``.
     """
 
-    __slots__ = ("_clock", "_format", "_format_time", "_logger", "_time_cache", "_worker_pid")
+    __slots__ = (
+        "_clock",
+        "_colour",
+        "_direct",
+        "_format",
+        "_format_time",
+        "_logger",
+        "_time_cache",
+        "_worker_pid",
+    )
 
     def __init__(
         self,
@@ -111,6 +131,21 @@ class AccessLog:
         self._clock = clock
         self._time_cache: tuple[int, str] = (-1, "")
         self._worker_pid = os.getpid()
+        # The handler lines go straight to, when the logger is configured the default way.
+        self._direct = _direct_handler(self._logger)
+        self._colour = self._direct is not None and bool(
+            getattr(self._direct.formatter, "colour", False)
+        )
+
+    def flush(self) -> None:
+        """Write what the access logger's buffered handlers hold (the loop, once a turn)."""
+        direct = self._direct
+        if direct is not None:
+            direct.flush()
+            return
+        for handler in self._logger.handlers:
+            if type(handler) is BufferedStreamHandler:
+                handler.flush()
 
     def log(
         self,
@@ -126,6 +161,12 @@ class AccessLog:
         user_agent: str,
     ) -> None:
         """Log one response; returns at once when ``django_wsgiserve.access`` is below INFO."""
+        if self._direct is not None:
+            self._log_direct(
+                peer, method, target, http_version, status_code, bytes_sent, request_time_s,
+                referer, user_agent,
+            )  # fmt: skip
+            return
         logger = self._logger
         if not logger.isEnabledFor(logging.INFO):
             return
@@ -191,6 +232,55 @@ class AccessLog:
             user_agent=user_agent.decode("latin-1"),
         )
 
+    def _log_direct(
+        self,
+        peer: str,
+        method: str,
+        target: str,
+        http_version: str,
+        status_code: int,
+        bytes_sent: int,
+        request_time_s: float,
+        referer: str,
+        user_agent: str,
+    ) -> None:
+        """The line ``log()`` would make, handed to the buffered handler as it is (no
+        ``LogRecord``): what the default logging configuration would write, byte for byte."""
+        direct = self._direct
+        assert direct is not None
+        log_format = self._format
+        if log_format == "json":
+            record = {
+                "time": self._now(),
+                "status_code": status_code,
+                "request_time_ms": round(request_time_s * 1000.0, 3),
+                "peer": peer,
+                "worker_pid": self._worker_pid,
+                "bytes_sent": bytes_sent,
+                "method": method,
+                "path": target,
+                "http_version": http_version,
+                "referer": referer,
+                "user_agent": user_agent,
+            }
+            line = json.dumps(record, ensure_ascii=True)
+        else:
+            request = (escape(method), escape(target), escape(http_version))
+            if log_format == "django":
+                line = _DJANGO % (*request, status_code, bytes_sent)
+            elif log_format == "common":
+                line = _COMMON % (peer, self._now(), *request, status_code, bytes_sent or "-")
+            else:
+                line = _COMBINED % (
+                    peer, self._now(), *request, status_code, bytes_sent or "-",
+                    escape(referer) or "-", escape(user_agent) or "-",
+                )  # fmt: skip
+        if self._colour:
+            colour = _colour_of(status_code)
+            if colour:
+                line = f"{colour}{line}{_RESET}"
+        direct.append(line)
+
     def _now(self) -> str:
         second = int(self._clock())
         cached = self._time_cache
@@ -244,11 +334,97 @@ class AccessFormatter(logging.Formatter):
         return f"{colour}{line}{_RESET}" if colour else line
 
 
+class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A ``StreamHandler`` that writes its lines in batches; see the module notes.
+
+    ``flush()`` writes every line kept so far with one ``write`` (and flushes the stream). The
+    owner of the stream calls it often (the worker's loop, once per turn); a thread whose line
+    makes ``max_pending_lines`` flushes at once, so memory stays bounded whatever the owner
+    does. Lines are kept in a ``collections.deque``, whose ``append`` and ``popleft`` are
+    atomic, so no lock is taken per line; the handler's lock serializes the writes.
+    Usable in a project's own ``LOGGING`` like any handler (``"class":
+    "django_wsgiserve.accesslog.BufferedStreamHandler"``).
+    """
+
+    # A few milliseconds of lines at tens of thousands a second.
+    MAX_PENDING_LINES = 256
+
+    def __init__(self, stream: Any = None, *, max_pending_lines: int = MAX_PENDING_LINES) -> None:
+        super().__init__(stream)
+        self._pending: collections.deque[str] = collections.deque()
+        self._max_pending = max_pending_lines
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        """Filter and emit without the handler lock (``emit`` only appends)."""
+        if not self.filter(record):
+            return False
+        self.emit(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.append(self.format(record))
+        except Exception:  # noqa: BLE001 - logging's contract: report, never raise
+            self.handleError(record)
+
+    def append(self, line: str) -> None:
+        """Keep ``line`` for the next write (any thread)."""
+        pending = self._pending
+        pending.append(line)
+        if len(pending) >= self._max_pending:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every line kept so far, in one write (any thread)."""
+        pending = self._pending
+        if not pending:
+            return
+        with self.lock:  # type: ignore[union-attr]
+            lines = []
+            try:
+                while True:
+                    lines.append(pending.popleft())
+            except IndexError:
+                pass
+            if not lines:
+                return
+            try:
+                terminator = self.terminator
+                self.stream.write(terminator.join(lines) + terminator)
+                super().flush()
+            except Exception:  # noqa: BLE001 - logging's contract: report, never raise
+                self.handleError(logging.makeLogRecord({"msg": "access log write failed"}))
+
+    def close(self) -> None:
+        self.flush()
+        super().close()
+
+
+def _direct_handler(logger: logging.Logger) -> BufferedStreamHandler | None:
+    """The handler ``AccessLog`` may hand lines to directly: when ``logger`` is configured as
+    ``default_logging_config()`` does it (one ``BufferedStreamHandler`` formatting bare
+    messages, no filters anywhere, INFO enabled, not propagating); else None."""
+    if logger.filters or logger.propagate or not logger.isEnabledFor(logging.INFO):
+        return None
+    if len(logger.handlers) != 1:
+        return None
+    handler = logger.handlers[0]
+    if type(handler) is not BufferedStreamHandler or handler.filters:
+        return None
+    if handler.level > logging.INFO:
+        return None
+    formatter = handler.formatter
+    if type(formatter) is not AccessFormatter or formatter._fmt != "%(message)s":
+        return None
+    return handler
+
+
 def default_logging_config(*, colour: bool) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` fragment for projects that do not configure our loggers.
 
     ``django_wsgiserve`` logs INFO and up to stderr as ``time [pid] LEVEL name: message``;
-    ``django_wsgiserve.access`` logs bare lines to stdout through ``AccessFormatter``. Neither
+    ``django_wsgiserve.access`` logs bare lines to stdout through ``AccessFormatter`` and a
+    ``BufferedStreamHandler`` (batched writes; the fast path of ``AccessLog``). Neither
     propagates, so a root handler in the project's LOGGING does not print them twice. The
     library never applies it: the ``serve`` command does, only when ``settings.LOGGING``
     mentions neither logger.
@@ -274,7 +450,7 @@ def default_logging_config(*, colour: bool) -> dict[str, Any]:
                 "formatter": "django_wsgiserve",
             },
             ACCESS_LOGGER_NAME: {
-                "class": "logging.StreamHandler",
+                "class": f"{__name__}.BufferedStreamHandler",
                 "stream": "ext://sys.stdout",
                 "formatter": ACCESS_LOGGER_NAME,
             },

@@ -40,7 +40,8 @@ the very moment it is closed. A proxy whose upstream idle timeout is shorter tha
 closes such a connection first (docs/signals.md).
 
 Hooks for the worker process: ``on_tick(now)`` runs at the end of every tick (heartbeat, stuck
-requests, recycling) and ``on_drain()`` when a drain begins.
+requests, recycling), ``on_drain()`` when a drain begins and ``on_turn()`` at the end of every
+turn of the loop (the access log's batched write).
 """
 
 from __future__ import annotations
@@ -170,6 +171,7 @@ class Loop:
         clock: Callable[[], float] = time.monotonic,
         on_tick: Callable[[float], None] | None = None,
         on_drain: Callable[[], None] | None = None,
+        on_turn: Callable[[], None] | None = None,
         share: WorkerShare | None = None,
     ) -> None:
         self.state = LoopState.RUNNING
@@ -182,6 +184,7 @@ class Loop:
         self._max_connections = config.max_connections
         self._graceful_timeout = config.graceful_timeout
         self._on_tick = on_tick
+        self._on_turn = on_turn
         self._accepts_per_event = _ACCEPTS_PER_EVENT_SHARED if multiprocess else _ACCEPTS_PER_EVENT
         self._on_drain = on_drain
         self._pool = pool  # only its counts, for the drain's log lines
@@ -279,6 +282,8 @@ class Loop:
             self._begin_drain()
         if self.state is LoopState.DRAINING:
             self._check_drained()
+        if self._on_turn is not None:
+            self._on_turn()
 
     def run_once(self, timeout: float) -> int:
         """Wait up to ``timeout`` for events and handle them; return how many (loop thread)."""

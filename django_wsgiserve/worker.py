@@ -172,6 +172,8 @@ def serve(
     still_running = pool.shutdown(deadline_s=max(0.5, remaining))
     if still_running:
         logger.warning("%d request(s) were still running at exit", still_running)
+    if access_log is not None:
+        access_log.flush()  # the lines of requests that ended after the loop did
     requests = server.context.stats.requests
     logger.info("Worker stopped after %d request(s)", requests)
     hooks.send(Hook.WORKER_STOPPED, number=number, requests=requests)

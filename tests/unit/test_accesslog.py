@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from django_wsgiserve.accesslog import (
     ACCESS_LOGGER_NAME,
     AccessFormatter,
     AccessLog,
+    BufferedStreamHandler,
     default_logging_config,
     escape,
 )
@@ -262,3 +264,122 @@ def test_default_logging_config_applied():
     assert completed.stdout == '\x1b[33m"GET /missing HTTP/1.1" 404 3\x1b[0m\n'
     server_line = r"\S+ \S+ \[\d+\] INFO django_wsgiserve\.worker: booted 1\n"
     assert re.fullmatch(server_line, completed.stderr)
+
+
+# -- batched writes and the direct path ------------------------------------------------------
+
+
+class _CountingStream:
+    """A text stream that records each write call."""
+
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    @property
+    def text(self) -> str:
+        return "".join(self.writes)
+
+
+def _configured_logger(name: str, handler: logging.Handler, *, colour: bool) -> logging.Logger:
+    """A fresh logger set up as default_logging_config() sets up the access logger."""
+    handler.setFormatter(AccessFormatter("%(message)s", colour=colour))
+    logger = logging.getLogger(f"tests.accesslog.{name}")
+    logger.handlers = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return logger
+
+
+def test_buffered_handler_writes_its_lines_in_one_write_when_flushed():
+    stream = _CountingStream()
+    handler = BufferedStreamHandler(stream)
+    logger = _configured_logger("batched", handler, colour=False)
+    for number in range(5):
+        logger.info("line %d", number)
+    assert stream.writes == []  # nothing until the owner flushes
+    handler.flush()
+    assert stream.writes == ["line 0\nline 1\nline 2\nline 3\nline 4\n"]
+    handler.flush()
+    assert len(stream.writes) == 1  # nothing new: no empty write
+
+
+def test_buffered_handler_bounds_what_it_keeps():
+    stream = _CountingStream()
+    handler = BufferedStreamHandler(stream, max_pending_lines=3)
+    for number in range(7):
+        handler.append(f"l{number}")
+    assert stream.writes == ["l0\nl1\nl2\n", "l3\nl4\nl5\n"]
+    handler.close()
+    assert stream.text == "l0\nl1\nl2\nl3\nl4\nl5\nl6\n"  # close() flushes
+
+
+def test_buffered_handler_loses_no_line_when_threads_append_while_it_flushes():
+    stream = _CountingStream()
+    handler = BufferedStreamHandler(stream, max_pending_lines=50)
+    stop = threading.Event()
+
+    def flusher() -> None:
+        while not stop.is_set():
+            handler.flush()
+
+    def writer(prefix: str) -> None:
+        for number in range(2000):
+            handler.append(f"{prefix}-{number}")
+
+    flushing = threading.Thread(target=flusher)
+    flushing.start()
+    writers = [threading.Thread(target=writer, args=(f"t{n}",)) for n in range(6)]
+    for thread in writers:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    stop.set()
+    flushing.join()
+    handler.flush()
+    lines = stream.text.splitlines()
+    assert len(lines) == 6 * 2000
+    assert set(lines) == {f"t{n}-{m}" for n in range(6) for m in range(2000)}
+
+
+@pytest.mark.parametrize("log_format", accesslog.FORMATS)
+@pytest.mark.parametrize("colour", [False, True], ids=["plain", "colour"])
+@pytest.mark.parametrize("status_code", [200, 404, 500])
+def test_direct_path_writes_what_the_logging_path_writes(log_format, colour, status_code):
+    """The default configuration skips the logging machinery: the bytes must not change."""
+    direct_stream, logging_stream = _CountingStream(), _CountingStream()
+    direct_handler = BufferedStreamHandler(direct_stream)
+    direct = _configured_logger(f"direct-{log_format}", direct_handler, colour=colour)
+    # The same configuration with a filter: not eligible, so it goes through logger.info.
+    plain = _configured_logger(
+        f"plain-{log_format}", logging.StreamHandler(logging_stream), colour=colour
+    )
+    plain.addFilter(lambda record: True)
+    fields = {**SAMPLE, "status_code": status_code, "target": '/a"b\x1b[2J', "user_agent": ""}
+    for logger in (direct, plain):
+        AccessLog(format=log_format, logger=logger, clock=lambda: NOW).log(**fields)
+    direct_handler.flush()
+    assert direct_stream.text == logging_stream.text
+    assert direct_stream.text.count("\n") == 1
+
+
+def test_a_project_logging_handler_still_gets_every_line():
+    received: list[logging.LogRecord] = []
+
+    class Collecting(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            received.append(record)
+
+    logger = _configured_logger("project", Collecting(), colour=False)
+    access_log = AccessLog(format="combined", logger=logger, clock=lambda: NOW)
+    for _ in range(3):
+        access_log.log(**SAMPLE)
+    access_log.flush()
+    assert len(received) == 3
+    assert received[0].status_code == 200  # the structured fields are there too

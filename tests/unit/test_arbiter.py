@@ -18,7 +18,8 @@ import time
 import pytest
 
 from django_wsgiserve import reexec, systemd, worker
-from django_wsgiserve.arbiter import Arbiter, ArbiterState, _watchdog_interval, describe_exit
+from django_wsgiserve.arbiter import Arbiter, ArbiterState, describe_exit
+from django_wsgiserve.arbiter.master import _watchdog_interval
 from django_wsgiserve.config import resolve_config
 from django_wsgiserve.sockets import BindError, reuse_or_bind_listeners
 

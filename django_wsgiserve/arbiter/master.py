@@ -82,23 +82,24 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import reexec, sockets, systemd, worker
-from .balance import BalanceTable
-from .errors import WorkerExitCode
-from .hooks import Hook, Hooks, ReloadOutcome
+from django_wsgiserve import reexec, sockets, systemd, worker
+from django_wsgiserve.balance import BalanceTable
+from django_wsgiserve.errors import WorkerExitCode
+from django_wsgiserve.hooks import Hook, Hooks, ReloadOutcome
 
 if TYPE_CHECKING:
     import socket
     from collections.abc import Callable, Mapping, MutableMapping, Sequence
     from typing import Any
 
-    from .config import ServerConfig
-    from .connection import StaticResponder
-    from .wsgi import WSGIApplication
+    from django_wsgiserve.config import ServerConfig
+    from django_wsgiserve.connection import StaticResponder
+    from django_wsgiserve.wsgi import WSGIApplication
 
 __all__ = ["Arbiter", "ArbiterState", "WorkerState", "describe_exit"]
 
-logger = logging.getLogger(__name__)
+# Every module of the master logs as ``django_wsgiserve.arbiter``, the name its lines carry.
+logger = logging.getLogger(__package__)
 
 _LOOP_TIMEOUT_S = 0.5
 _BOOT_TIMEOUT_S = 60.0  # importing a large project, with PRELOAD off, can take a while

@@ -68,11 +68,9 @@ from __future__ import annotations
 import contextlib
 import enum
 import functools
-import grp
 import logging
 import math
 import os
-import pwd
 import queue
 import selectors
 import signal
@@ -83,6 +81,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from django_wsgiserve import reexec, sockets, systemd, worker
+from django_wsgiserve.arbiter.process import ProcessSetup
 from django_wsgiserve.balance import BalanceTable
 from django_wsgiserve.errors import WorkerExitCode
 from django_wsgiserve.hooks import Hook, Hooks, ReloadOutcome
@@ -194,6 +193,14 @@ class Arbiter:
         self._preloaded = preloaded
         self._app_name = app_name
         self._title = title
+        self.process = ProcessSetup(
+            pidfile=config.pidfile,
+            user=config.user,
+            group=config.group,
+            umask=config.umask,
+            title=title,
+            is_reexecuted=handover is not None,
+        )
         self._unlink_unix = unlink_unix
         self._environ = os.environ if environ is None else environ
         self._clock = clock
@@ -232,11 +239,7 @@ class Arbiter:
 
     def run(self) -> int:
         """Supervise workers until stopped (main thread); return the exit status."""
-        if self.config.umask is not None:
-            os.umask(self.config.umask)
-        self._write_pidfile()
-        self._switch_user()
-        worker.set_process_title(f"django-wsgiserve: master {self._title}".rstrip())
+        self.process.prepare()
         previous = {signum: signal.signal(signum, self._on_signal) for signum in _HANDLED_SIGNALS}
         # A re-executed master starts with them blocked (reexec.py): what waited comes now.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED_SIGNALS)
@@ -340,7 +343,7 @@ class Arbiter:
             self._hooks.send(Hook.WORKERS_CHANGED, previous=previous, workers=workers)
 
     def _handle_usr1(self) -> None:
-        worker.reopen_log_files()
+        self.process.reopen_logs()
         for process in list(self._workers.values()):
             self._kill(process, signal.SIGUSR1)
 
@@ -451,7 +454,7 @@ class Arbiter:
         )
         is_new_pidfile = options.get("PIDFILE") != self.config.pidfile
         if is_new_pidfile:
-            self._remove_pidfile()
+            self.process.remove_pidfile()
         if self._watchdog_interval:  # the new image pings once its loop runs
             systemd.notify("WATCHDOG=1", self._environ)
         # From here signals wait, blocked, for the new image (reexec.py). One whose handler
@@ -471,7 +474,7 @@ class Arbiter:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         # Only when exec failed: everything is as it was, but the new listeners.
         if is_new_pidfile:
-            self._write_pidfile()
+            self.process.write_pidfile()
         sockets.close_listeners(fresh, unlink_unix=True)
         self._reload_failed(f"could not re-execute {self._reload_command[0]}: {error}")
 
@@ -819,7 +822,7 @@ class Arbiter:
         self._selector.close()
         os.close(self._wakeup_read)
         os.close(self._wakeup_write)
-        self._remove_pidfile()
+        self.process.remove_pidfile()
 
     # -- systemd and status ----------------------------------------------------------------
 
@@ -877,53 +880,9 @@ class Arbiter:
                 )
         return ", ".join(urls)
 
-    def _write_pidfile(self) -> None:
-        path = self.config.pidfile
-        if not path or _read_pid(path) == os.getpid():
-            return  # e.g. re-executed (SIGHUP): the pid is the same
-        temporary = f"{path}.{os.getpid()}.tmp"
-        try:
-            with open(temporary, "w", encoding="ascii") as pidfile:
-                pidfile.write(f"{os.getpid()}\n")
-            os.replace(temporary, path)  # atomic: a reader never sees a half-written file
-        except OSError as exc:
-            if self._handover is None:
-                raise
-            # Re-executed after USER dropped root, a new PIDFILE may not be writable: that must
-            # not stop a server that is serving.
-            logger.error("Could not write PIDFILE %s: %s", path, exc)
-
-    def _switch_user(self) -> None:
-        try:
-            _drop_privileges(self.config.user, self.config.group)
-        except (LookupError, OSError) as exc:
-            if self._handover is None:
-                raise
-            # The reload check does not look USER/GROUP up: a re-executed master that cannot
-            # switch keeps the identity it had rather than die and orphan its old workers.
-            logger.error("USER/GROUP %r/%r ignored: %r", self.config.user, self.config.group, exc)
-
-    def _remove_pidfile(self) -> None:
-        path = self.config.pidfile
-        if not path:
-            return
-        try:
-            if _read_pid(path) == os.getpid():
-                os.unlink(path)
-        except OSError as exc:
-            logger.warning("Could not remove PIDFILE %s: %s", path, exc)
-
 
 _ACTIVE = (WorkerState.BOOTING, WorkerState.READY)
 _JUDGED_BY_HEARTBEAT = (WorkerState.BOOTING, WorkerState.READY, WorkerState.RETIRING)
-
-
-def _read_pid(path: str) -> int | None:
-    try:
-        with open(path, encoding="ascii") as pidfile:
-            return int(pidfile.read().strip())
-    except (OSError, ValueError):
-        return None
 
 
 def describe_exit(code: int, *, was_killed: bool = False) -> str:
@@ -983,31 +942,3 @@ def _watchdog_interval(environ: MutableMapping[str, str]) -> float:
     except ValueError:
         return 0.0
     return usec / 2 / 1e6 if usec > 0 else 0.0
-
-
-def _drop_privileges(user: str, group: str) -> None:
-    """Switch to USER/GROUP (after binding); only root can, so otherwise warn and stay."""
-    if not user and not group:
-        return
-    entry = (pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)) if user else None
-    if group:
-        gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
-    else:
-        gid = entry.pw_gid if entry is not None else os.getegid()
-    if (entry is None or entry.pw_uid == os.geteuid()) and gid == os.getegid():
-        return  # already that user and group, e.g. systemd's User=/Group= did it
-    if os.geteuid() != 0:
-        logger.warning(
-            "USER/GROUP ignored: switching to them needs root (running as uid %d, gid %d)",
-            os.geteuid(),
-            os.getegid(),
-        )
-        return
-    if entry is not None:
-        os.initgroups(entry.pw_name, gid)
-    else:
-        os.setgroups([gid])
-    os.setgid(gid)
-    if entry is not None:
-        os.setuid(entry.pw_uid)
-    logger.info("Running as uid %d, gid %d", os.getuid(), os.getgid())

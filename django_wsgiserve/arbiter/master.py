@@ -80,7 +80,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from django_wsgiserve import reexec, sockets, systemd, worker
+from django_wsgiserve import reexec, sockets, worker
+from django_wsgiserve.arbiter.notifier import SystemdNotifier
 from django_wsgiserve.arbiter.process import ProcessSetup
 from django_wsgiserve.balance import BalanceTable
 from django_wsgiserve.errors import WorkerExitCode
@@ -104,7 +105,6 @@ _LOOP_TIMEOUT_S = 0.5
 _BOOT_TIMEOUT_S = 60.0  # importing a large project, with PRELOAD off, can take a while
 _ABORT_GRACE_S = 2.0  # SIGABRT -> SIGKILL
 _KILL_GRACE_S = 2.0  # past GRACEFUL_TIMEOUT -> SIGKILL
-_EXTEND_EVERY_S = 5.0
 _HANDLED_SIGNALS = (
     signal.SIGHUP,
     signal.SIGTERM,
@@ -215,11 +215,7 @@ class Arbiter:
         self._selector.register(self._wakeup_read, selectors.EVENT_READ, self._on_wakeup)
         self._is_ready_notified = False
         self._is_reloading = False
-        self._status = ""
-        self._drain_deadline = math.inf
-        self._next_extend = math.inf
-        self._watchdog_interval = _watchdog_interval(self._environ)
-        self._next_watchdog = self.now
+        self.notifier = SystemdNotifier(self._environ, now=self.now, kill_grace_s=_KILL_GRACE_S)
         self._reload_command = list(reload_command) if reload_command else None
         self._config_check: reexec.ConfigCheck | None = None
         self._handover = handover
@@ -259,9 +255,7 @@ class Arbiter:
         return self.exit_code
 
     def _run_once(self) -> None:
-        timeout = _LOOP_TIMEOUT_S
-        if self._watchdog_interval:
-            timeout = max(0.0, min(timeout, self._next_watchdog - self.now))
+        timeout = self.notifier.select_timeout(self.now, _LOOP_TIMEOUT_S)
         for key, _mask in self._selector.select(timeout):
             key.data()
         self.now = self._clock()
@@ -303,7 +297,7 @@ class Arbiter:
             return
         self._is_reload_open = True
         self._hooks.send(Hook.RELOAD_STARTED)
-        systemd.notify(f"RELOADING=1\nMONOTONIC_USEC={systemd.monotonic_usec()}", self._environ)
+        self.notifier.reloading()
         if self._reload_command is None:
             self._reload_code("configuration not re-read (not started from a command line)")
             return
@@ -399,9 +393,9 @@ class Arbiter:
             reason,
             serving,
         )
-        status = "Reload failed (see the log); still serving with the current configuration"
-        systemd.notify(f"READY=1\nSTATUS={status}", self._environ)
-        self._status = status
+        self.notifier.ready(
+            "Reload failed (see the log); still serving with the current configuration"
+        )
         self._reload_finished(ReloadOutcome.FAILED, f"Reload failed: {reason}", serving)
 
     def _reload_config(self, options: Mapping[str, Any], changes: list[str]) -> None:
@@ -455,8 +449,7 @@ class Arbiter:
         is_new_pidfile = options.get("PIDFILE") != self.config.pidfile
         if is_new_pidfile:
             self.process.remove_pidfile()
-        if self._watchdog_interval:  # the new image pings once its loop runs
-            systemd.notify("WATCHDOG=1", self._environ)
+        self.notifier.ping_watchdog()  # the new image pings once its loop runs
         # From here signals wait, blocked, for the new image (reexec.py). One whose handler
         # ran since the loop last read the queue is only in that queue, which exec discards:
         # raise it again, pending, for the new image (or for this one, if exec fails). Sent to
@@ -699,9 +692,9 @@ class Arbiter:
             other.state = WorkerState.READY
         self._set_target(len(previous))
         self._is_reloading = False
-        status = f"Reload failed, still serving the previous code with {self.target} worker(s)"
-        systemd.notify(f"READY=1\nSTATUS={status}", self._environ)
-        self._status = status
+        self.notifier.ready(
+            f"Reload failed, still serving the previous code with {self.target} worker(s)"
+        )
         message = f"Reload failed: worker {process.number} could not start the new code"
         self._reload_finished(ReloadOutcome.FAILED, message, self.target)
         return True
@@ -786,7 +779,7 @@ class Arbiter:
             "Shutting down (%s): %d worker(s) finishing their requests", reason, len(self._workers)
         )
         self.state = ArbiterState.DRAINING
-        systemd.notify("STOPPING=1", self._environ)
+        self.notifier.stopping(now=self.now, drain_deadline=self.now + self.config.graceful_timeout)
         self._hooks.send(Hook.SERVER_STOPPING, reason=reason)
         # Our copies of the listeners go now: once the workers close theirs, connections are
         # refused instead of waiting in a backlog nobody accepts from. Sockets we bound first
@@ -795,8 +788,6 @@ class Arbiter:
         if self._unlink_unix:
             sockets.refuse_new_connections(self._listeners)
         sockets.close_listeners(self._listeners, unlink_unix=self._unlink_unix)
-        self._drain_deadline = self.now + self.config.graceful_timeout
-        self._next_extend = self.now
         for process in list(self._workers.values()):
             self._stop(process, signal.SIGTERM, self.config.graceful_timeout)
 
@@ -838,18 +829,11 @@ class Arbiter:
                     logger.info("%d worker(s) ready", ready)
                 self._is_ready_notified = True
                 self._is_reloading = False
-                systemd.notify(f"READY=1\nSTATUS={status}", self._environ)
+                self.notifier.ready(status)
                 self._send_ready_hooks(ready, was_reloading=was_reloading, is_first=is_first)
-            elif status != self._status:
-                systemd.notify(f"STATUS={status}", self._environ)
-            self._status = status
-        elif self.now >= self._next_extend:
-            remaining = max(0.0, self._drain_deadline - self.now) + _KILL_GRACE_S + _EXTEND_EVERY_S
-            systemd.notify(f"EXTEND_TIMEOUT_USEC={int(remaining * 1e6)}", self._environ)
-            self._next_extend = self.now + _EXTEND_EVERY_S
-        if self._watchdog_interval and self.now >= self._next_watchdog:
-            systemd.notify("WATCHDOG=1", self._environ)
-            self._next_watchdog = self.now + self._watchdog_interval
+            else:
+                self.notifier.status(status)
+        self.notifier.tick(self.now, is_draining=self.state is not ArbiterState.RUNNING)
 
     def _send_ready_hooks(self, ready: int, *, was_reloading: bool, is_first: bool) -> None:
         """SERVER_READY once per server (a re-executed image is the same server); the new
@@ -930,15 +914,3 @@ def _log_exit(process: _Worker, code: int) -> None:
         words,
         extra={"worker_pid": process.pid},
     )
-
-
-def _watchdog_interval(environ: MutableMapping[str, str]) -> float:
-    """Half of WATCHDOG_USEC in seconds when the watchdog is meant for us, else 0."""
-    watchdog_pid = environ.get("WATCHDOG_PID", "")
-    if watchdog_pid and watchdog_pid != str(os.getpid()):
-        return 0.0
-    try:
-        usec = int(environ.get("WATCHDOG_USEC", ""))
-    except ValueError:
-        return 0.0
-    return usec / 2 / 1e6 if usec > 0 else 0.0

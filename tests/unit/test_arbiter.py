@@ -19,7 +19,7 @@ import pytest
 
 from django_wsgiserve import reexec, systemd, worker
 from django_wsgiserve.arbiter import Arbiter, ArbiterState, describe_exit
-from django_wsgiserve.arbiter.master import _watchdog_interval
+from django_wsgiserve.arbiter.notifier import watchdog_interval
 from django_wsgiserve.arbiter.process import ProcessSetup
 from django_wsgiserve.config import resolve_config
 from django_wsgiserve.sockets import BindError, reuse_or_bind_listeners
@@ -57,7 +57,7 @@ def test_describe_exit(code, was_killed, expected):
     ],
 )
 def test_watchdog_interval(environ, expected):
-    assert _watchdog_interval(environ) == expected
+    assert watchdog_interval(environ) == expected
 
 
 def test_reopen_log_files_reopens_at_next_record(tmp_path):

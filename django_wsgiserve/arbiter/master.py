@@ -71,16 +71,15 @@ import functools
 import logging
 import math
 import os
-import queue
 import selectors
 import signal
 import stat
-import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from django_wsgiserve import reexec, sockets, worker
+from django_wsgiserve.arbiter.inbox import HANDLED_SIGNALS, SignalInbox
 from django_wsgiserve.arbiter.notifier import SystemdNotifier
 from django_wsgiserve.arbiter.process import ProcessSetup
 from django_wsgiserve.balance import BalanceTable
@@ -105,16 +104,6 @@ _LOOP_TIMEOUT_S = 0.5
 _BOOT_TIMEOUT_S = 60.0  # importing a large project, with PRELOAD off, can take a while
 _ABORT_GRACE_S = 2.0  # SIGABRT -> SIGKILL
 _KILL_GRACE_S = 2.0  # past GRACEFUL_TIMEOUT -> SIGKILL
-_HANDLED_SIGNALS = (
-    signal.SIGHUP,
-    signal.SIGTERM,
-    signal.SIGINT,
-    signal.SIGQUIT,
-    signal.SIGTTIN,
-    signal.SIGTTOU,
-    signal.SIGUSR1,
-    signal.SIGCHLD,
-)
 _HALTING_CODES = frozenset({WorkerExitCode.BOOT_FAILED, WorkerExitCode.APP_LOAD_FAILED})
 
 
@@ -209,10 +198,9 @@ class Arbiter:
         # Shared connection counts, so that workers take turns accepting (balance.py).
         self._balance = _balance_table(config.workers)
         self._cpus = _allowed_cpus() if config.cpu_affinity else []
-        self._signals: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self.inbox = SignalInbox()
         self._selector = selectors.DefaultSelector()
-        self._wakeup_read, self._wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._selector.register(self._wakeup_read, selectors.EVENT_READ, self._on_wakeup)
+        self._selector.register(self.inbox.wakeup_read, selectors.EVENT_READ, self.inbox.on_wakeup)
         self._is_ready_notified = False
         self._is_reloading = False
         self.notifier = SystemdNotifier(self._environ, now=self.now, kill_grace_s=_KILL_GRACE_S)
@@ -236,9 +224,7 @@ class Arbiter:
     def run(self) -> int:
         """Supervise workers until stopped (main thread); return the exit status."""
         self.process.prepare()
-        previous = {signum: signal.signal(signum, self._on_signal) for signum in _HANDLED_SIGNALS}
-        # A re-executed master starts with them blocked (reexec.py): what waited comes now.
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED_SIGNALS)
+        previous = self.inbox.install()
         if self._handover is not None:
             self._adopt(self._handover)
         else:
@@ -247,8 +233,7 @@ class Arbiter:
             while self.state is not ArbiterState.STOPPED:
                 self._run_once()
         finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+            self.inbox.restore(previous)
             self._kill_all()
             self._close()
         logger.info("Master (pid %d) stopped", os.getpid())
@@ -259,8 +244,8 @@ class Arbiter:
         for key, _mask in self._selector.select(timeout):
             key.data()
         self.now = self._clock()
-        while not self._signals.empty():
-            self._dispatch_signal(self._signals.get())
+        for signum in self.inbox.take():
+            self._dispatch_signal(signum)
         self._reap()
         if self._config_check is not None:
             self._poll_config_check()
@@ -278,16 +263,7 @@ class Arbiter:
         if handler is not None:
             handler()
 
-    # -- signal handlers (record only) and their dispatch targets ---------------------------
-
-    def _on_signal(self, signum: int, frame: object) -> None:
-        self._signals.put(signum)
-        with contextlib.suppress(OSError):
-            os.write(self._wakeup_write, b"\0")
-
-    def _on_wakeup(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            os.read(self._wakeup_read, 4096)
+    # -- signal dispatch targets (the handlers only record: inbox.py) ---------------------------
 
     def _handle_hup(self) -> None:
         if self.state is not ArbiterState.RUNNING:
@@ -450,19 +426,13 @@ class Arbiter:
         if is_new_pidfile:
             self.process.remove_pidfile()
         self.notifier.ping_watchdog()  # the new image pings once its loop runs
-        # From here signals wait, blocked, for the new image (reexec.py). One whose handler
-        # ran since the loop last read the queue is only in that queue, which exec discards:
-        # raise it again, pending, for the new image (or for this one, if exec fails). Sent to
-        # this thread, which blocks it: sent to the process, any other thread (a library's)
-        # that does not block it would take it, and it would not be pending at exec.
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED_SIGNALS)
-        while not self._signals.empty():
-            signal.pthread_kill(threading.get_ident(), self._signals.get())
+        # From here signals wait, blocked, for the new image (reexec.py).
+        mask = self.inbox.hold_for_exec()
         error = reexec.reexec(
             self._reload_command,
             environ,
             [sock.fileno() for sock in listeners],
-            blocked_signals=_HANDLED_SIGNALS,
+            blocked_signals=HANDLED_SIGNALS,
         )
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         # Only when exec failed: everything is as it was, but the new listeners.
@@ -554,7 +524,7 @@ class Arbiter:
         slot = self._balance.claim() if self._balance is not None else None
         cpu = self._next_cpu()
         read_fd = write_fd = -1
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED_SIGNALS)
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
         try:
             read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
             pid = os.fork()
@@ -607,7 +577,7 @@ class Arbiter:
 
     def _own_fds(self) -> list[int]:
         """The master's descriptors a child must close."""
-        fds = [self._selector.fileno(), self._wakeup_read, self._wakeup_write]
+        fds = [self._selector.fileno(), self.inbox.wakeup_read, self.inbox.wakeup_write]
         return fds + [p.channel_fd for p in self._workers.values() if p.channel_fd >= 0]
 
     def _on_message(self, pid: int) -> None:
@@ -811,8 +781,7 @@ class Arbiter:
         sockets.close_listeners(self._listeners, unlink_unix=self._unlink_unix)
         self._unlink_dropped_paths()
         self._selector.close()
-        os.close(self._wakeup_read)
-        os.close(self._wakeup_write)
+        self.inbox.close()
         self.process.remove_pidfile()
 
     # -- systemd and status ----------------------------------------------------------------

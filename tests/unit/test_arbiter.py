@@ -497,14 +497,14 @@ def test_a_signal_handled_just_before_exec_reaches_the_next_image(monkeypatch):
         raise FileNotFoundError(path)
 
     monkeypatch.setattr(os, "execve", failing_execve)
-    previous = signal.signal(signal.SIGTERM, arbiter._on_signal)
+    previous = signal.signal(signal.SIGTERM, arbiter.inbox.record)
     try:
         os.kill(os.getpid(), signal.SIGTERM)  # handled at once: only in the queue now
-        assert arbiter._signals.qsize() == 1
+        assert len(arbiter.inbox) == 1
         arbiter._reload_config({**reexec.config_snapshot(arbiter.config)}, ["THREADS 8 -> 9"])
         assert pending_at_exec == [{signal.SIGTERM}]
         # exec failed: unblocked, the signal is handled by this image after all
-        assert arbiter._signals.get_nowait() == signal.SIGTERM
+        assert list(arbiter.inbox.take()) == [signal.SIGTERM]
         assert not signal.sigpending()
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -8,6 +8,7 @@ and must not import Django.
 
 from __future__ import annotations
 
-from django_wsgiserve.arbiter.master import Arbiter, ArbiterState, WorkerState, describe_exit
+from django_wsgiserve.arbiter.master import Arbiter, ArbiterState
+from django_wsgiserve.arbiter.workers import WorkerState, describe_exit
 
 __all__ = ["Arbiter", "ArbiterState", "WorkerState", "describe_exit"]

@@ -67,22 +67,27 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import functools
 import logging
-import math
 import os
 import selectors
 import signal
 import stat
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from django_wsgiserve import reexec, sockets, worker
+from django_wsgiserve import reexec, sockets
 from django_wsgiserve.arbiter.inbox import HANDLED_SIGNALS, SignalInbox
 from django_wsgiserve.arbiter.notifier import SystemdNotifier
 from django_wsgiserve.arbiter.process import ProcessSetup
-from django_wsgiserve.balance import BalanceTable
+from django_wsgiserve.arbiter.workers import (
+    KILL_GRACE_S,
+    Worker,
+    WorkerRecipe,
+    WorkerState,
+    WorkerTable,
+    allowed_cpus,
+    balance_table,
+)
 from django_wsgiserve.errors import WorkerExitCode
 from django_wsgiserve.hooks import Hook, Hooks, ReloadOutcome
 
@@ -95,15 +100,12 @@ if TYPE_CHECKING:
     from django_wsgiserve.connection import StaticResponder
     from django_wsgiserve.wsgi import WSGIApplication
 
-__all__ = ["Arbiter", "ArbiterState", "WorkerState", "describe_exit"]
+__all__ = ["Arbiter", "ArbiterState"]
 
 # Every module of the master logs as ``django_wsgiserve.arbiter``, the name its lines carry.
 logger = logging.getLogger(__package__)
 
 _LOOP_TIMEOUT_S = 0.5
-_BOOT_TIMEOUT_S = 60.0  # importing a large project, with PRELOAD off, can take a while
-_ABORT_GRACE_S = 2.0  # SIGABRT -> SIGKILL
-_KILL_GRACE_S = 2.0  # past GRACEFUL_TIMEOUT -> SIGKILL
 _HALTING_CODES = frozenset({WorkerExitCode.BOOT_FAILED, WorkerExitCode.APP_LOAD_FAILED})
 
 
@@ -111,29 +113,6 @@ class ArbiterState(enum.Enum):
     RUNNING = "running"
     DRAINING = "draining"  # TERM/INT or a boot failure: workers finish, nothing is respawned
     STOPPED = "stopped"
-
-
-class WorkerState(enum.Enum):
-    BOOTING = "booting"
-    READY = "ready"
-    RETIRING = "retiring"  # still serving; SIGTERM once its replacement is ready
-    STOPPING = "stopping"  # SIGTERM (or SIGQUIT) sent
-    ABORTING = "aborting"  # silent: SIGABRT sent
-
-
-@dataclass(slots=True)
-class _Worker:
-    pid: int
-    number: int
-    channel_fd: int
-    state: WorkerState
-    last_seen: float
-    kill_at: float = math.inf
-    was_killed: bool = False  # by us, with SIGKILL
-    # Forked by this master's previous image (a configuration reload): no heartbeat pipe.
-    is_adopted: bool = False
-    slot: int | None = None  # in the accept balance table (balance.py)
-    cpu: int | None = None  # CPU_AFFINITY
 
 
 class Arbiter:
@@ -168,20 +147,14 @@ class Arbiter:
         # re-executed image finishes the reload its previous image started.
         self._is_reload_open = handover is not None
         self._reload_changes: tuple[str, ...] = handover.changes if handover else ()
-        # The static table (static.build_static_table) workers inherit; rebuilt on SIGHUP,
-        # after a deploy's collectstatic, by ``rebuild_static``.
-        self._static = static
+        # Rebuilds the static table workers inherit on SIGHUP, after a deploy's collectstatic.
         self._rebuild_static = rebuild_static
         self.state = ArbiterState.RUNNING
-        self.target = config.workers or os.cpu_count() or 1
         self.failure = ""
         self.exit_code = 0
         self.now = clock()
         self._listeners = list(listeners)
-        self._load_application = load_application
-        self._preloaded = preloaded
         self._app_name = app_name
-        self._title = title
         self.process = ProcessSetup(
             pidfile=config.pidfile,
             user=config.user,
@@ -193,17 +166,36 @@ class Arbiter:
         self._unlink_unix = unlink_unix
         self._environ = os.environ if environ is None else environ
         self._clock = clock
-        self._workers: dict[int, _Worker] = {}
-        self._next_number = 1
+        target = config.workers or os.cpu_count() or 1
+        if handover is not None:
+            target = handover.target or target
         # Shared connection counts, so that workers take turns accepting (balance.py).
-        self._balance = _balance_table(config.workers)
-        self._cpus = _allowed_cpus() if config.cpu_affinity else []
+        balance = balance_table(config.workers)
         self.inbox = SignalInbox()
         self._selector = selectors.DefaultSelector()
         self._selector.register(self.inbox.wakeup_read, selectors.EVENT_READ, self.inbox.on_wakeup)
+        recipe = WorkerRecipe(
+            config=config,
+            listeners=self._listeners,
+            load_application=load_application,
+            preloaded=preloaded,
+            title=title,
+            static=static,
+            hooks=self._hooks,
+        )
+        self.workers = WorkerTable(
+            recipe,
+            selector=self._selector,
+            target=target,
+            next_number=handover.next_number if handover is not None else 1,
+            balance=balance,
+            cpus=allowed_cpus() if config.cpu_affinity else (),
+            master_fds=(self._selector.fileno(), self.inbox.wakeup_read, self.inbox.wakeup_write),
+            clock=clock,
+        )
         self._is_ready_notified = False
         self._is_reloading = False
-        self.notifier = SystemdNotifier(self._environ, now=self.now, kill_grace_s=_KILL_GRACE_S)
+        self.notifier = SystemdNotifier(self._environ, now=self.now, kill_grace_s=KILL_GRACE_S)
         self._reload_command = list(reload_command) if reload_command else None
         self._config_check: reexec.ConfigCheck | None = None
         self._handover = handover
@@ -216,8 +208,6 @@ class Arbiter:
         if handover is not None:
             self._listener_specs = handover.bind
             self._paths_to_unlink = handover.unlink
-            self._next_number = handover.next_number
-            self.target = handover.target or self.target
 
     # -- running ---------------------------------------------------------------------------
 
@@ -228,7 +218,7 @@ class Arbiter:
         if self._handover is not None:
             self._adopt(self._handover)
         else:
-            logger.info("Master (pid %d) starting %d worker(s)", os.getpid(), self.target)
+            logger.info("Master (pid %d) starting %d worker(s)", os.getpid(), self.workers.target)
         try:
             while self.state is not ArbiterState.STOPPED:
                 self._run_once()
@@ -250,10 +240,10 @@ class Arbiter:
         if self._config_check is not None:
             self._poll_config_check()
         self._unlink_dropped_paths()
-        self._check_deadlines()
+        self.workers.check_deadlines(self.now)
         if self.state is ArbiterState.RUNNING:
-            self._manage_workers()
-        elif not self._workers:
+            self.workers.manage(self.now)
+        elif not self.workers:
             self.state = ArbiterState.STOPPED
         self._notify_progress()
 
@@ -300,22 +290,16 @@ class Arbiter:
         self._stop_now("SIGQUIT")
 
     def _handle_ttin(self) -> None:
-        self._set_target(self.target + 1)
-        logger.info("SIGTTIN: %d worker(s) wanted", self.target)
+        self.workers.set_target(self.workers.target + 1)
+        logger.info("SIGTTIN: %d worker(s) wanted", self.workers.target)
 
     def _handle_ttou(self) -> None:
-        self._set_target(max(1, self.target - 1))
-        logger.info("SIGTTOU: %d worker(s) wanted", self.target)
-
-    def _set_target(self, workers: int) -> None:
-        previous, self.target = self.target, workers
-        if workers != previous:
-            self._hooks.send(Hook.WORKERS_CHANGED, previous=previous, workers=workers)
+        self.workers.set_target(max(1, self.workers.target - 1))
+        logger.info("SIGTTOU: %d worker(s) wanted", self.workers.target)
 
     def _handle_usr1(self) -> None:
         self.process.reopen_logs()
-        for process in list(self._workers.values()):
-            self._kill(process, signal.SIGUSR1)
+        self.workers.signal_all(signal.SIGUSR1)
 
     def _handle_chld(self) -> None:
         """Reaping happens in every loop iteration; the signal only woke the loop."""
@@ -324,16 +308,16 @@ class Arbiter:
 
     def _reload_code(self, reason: str) -> None:
         """The code-only reload: new workers; the old ones stop once those serve."""
-        logger.info("Reloading (SIGHUP): %s; starting %d new worker(s)", reason, self.target)
+        logger.info(
+            "Reloading (SIGHUP): %s; starting %d new worker(s)", reason, self.workers.target
+        )
         self._is_reloading = True
         if self._rebuild_static is not None:
             try:
-                self._static = self._rebuild_static()
+                self.workers.recipe.static = self._rebuild_static()
             except Exception:  # keep serving the old table
                 logger.exception("Could not rebuild the static files table; keeping the old one")
-        for process in self._workers.values():
-            if process.state in (WorkerState.BOOTING, WorkerState.READY):
-                process.state = WorkerState.RETIRING
+        self.workers.retire_active()
 
     def _poll_config_check(self) -> None:
         check = self._config_check
@@ -363,7 +347,7 @@ class Arbiter:
 
     def _reload_failed(self, reason: str) -> None:
         """Nothing changed: say why, and tell systemd (which got RELOADING=1) we serve."""
-        serving = sum(p.state in _ACTIVE for p in self._workers.values())
+        serving = self.workers.count_active()
         logger.error(
             "Reload failed: %s\nStill serving with the current configuration and %d worker(s).",
             reason,
@@ -403,12 +387,12 @@ class Arbiter:
                 f"its BIND: {exc!r}; restart the server for it"
             )
             return
-        alive = list(self._workers.values())
+        alive = list(self.workers)
         handover = reexec.Handover(
             pid=os.getpid(),
             workers=tuple((p.pid, p.number) for p in alive),
-            next_number=self._next_number,
-            target=self.target if options.get("WORKERS") == self.config.workers else None,
+            next_number=self.workers.next_number,
+            target=self.workers.target if options.get("WORKERS") == self.config.workers else None,
             bind=specs,
             unlink=tuple(dict.fromkeys((*self._paths_to_unlink, *dropped))),
             changes=tuple(changes),
@@ -466,17 +450,9 @@ class Arbiter:
         """The new image of a re-executed master takes over the previous image's workers."""
         adopted = []
         for pid, number in handover.workers:
-            process = _Worker(pid, number, -1, WorkerState.RETIRING, self.now, is_adopted=True)
-            try:
-                reaped, status = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                logger.warning("Old worker %d (pid %d) is gone; nothing to adopt", number, pid)
-                continue
-            if reaped:  # it exited while this image started
-                self._exited(process, os.waitstatus_to_exitcode(status))
-                continue
-            self._workers[pid] = process
-            adopted.append(process)
+            process = self.workers.adopt(pid, number, self.now)
+            if process is not None:
+                adopted.append(process)
         self._is_reloading = bool(adopted)
         logger.info(
             "Master (pid %d) re-executed with the new configuration (%s); adopted %d old "
@@ -485,12 +461,12 @@ class Arbiter:
             ", ".join(handover.changes) or "unchanged",
             len(adopted),
             ", ".join(str(p.pid) for p in adopted) or "none",
-            self.target,
+            self.workers.target,
         )
 
     def _unlink_dropped_paths(self) -> None:
         """Remove the unix sockets dropped from BIND once no old worker accepts on them."""
-        if not self._paths_to_unlink or any(p.is_adopted for p in self._workers.values()):
+        if not self._paths_to_unlink or self.workers.has_adopted():
             return
         listening = {sockets.parse_bind(spec).path for spec in self._listener_specs or ()}
         for path in self._paths_to_unlink:
@@ -501,113 +477,6 @@ class Arbiter:
                     os.unlink(path)
                     logger.info("Removed %s, no longer in BIND", path)
         self._paths_to_unlink = ()
-
-    # -- workers ---------------------------------------------------------------------------
-
-    def _manage_workers(self) -> None:
-        """Fork what is missing, retire what is surplus, stop what has been replaced."""
-        active = [p for p in self._workers.values() if p.state in _ACTIVE]
-        for _ in range(self.target - len(active)):
-            self._spawn()
-        if len(active) > self.target:
-            surplus = sorted(active, key=lambda p: p.number)[: len(active) - self.target]
-            for process in surplus:
-                process.state = WorkerState.RETIRING
-        ready = sum(p.state is WorkerState.READY for p in self._workers.values())
-        if ready >= self.target:
-            for process in list(self._workers.values()):
-                if process.state is WorkerState.RETIRING:
-                    self._stop(process, signal.SIGTERM, self.config.graceful_timeout)
-
-    def _spawn(self) -> None:
-        number, self._next_number = self._next_number, self._next_number + 1
-        slot = self._balance.claim() if self._balance is not None else None
-        cpu = self._next_cpu()
-        read_fd = write_fd = -1
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
-        try:
-            read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-            pid = os.fork()
-        except OSError as exc:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            for fd in (read_fd, write_fd):
-                if fd >= 0:
-                    os.close(fd)
-            if self._balance is not None:
-                self._balance.release(slot)
-            logger.error("Could not fork worker %d: %s", number, exc)
-            return
-        if pid == 0:  # the child: never returns from run_child
-            worker.run_child(
-                self.config,
-                self._listeners,
-                load_application=self._load_application,
-                preloaded=self._preloaded,
-                number=number,
-                channel_fd=write_fd,
-                close_fds=[read_fd, *self._own_fds()],
-                signal_mask=mask,
-                title=self._title,
-                static=self._static,
-                share=self._balance.share(slot) if self._balance and slot is not None else None,
-                cpu=cpu,
-                hooks=self._hooks,
-            )
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        os.close(write_fd)
-        os.set_blocking(read_fd, False)
-        self._workers[pid] = _Worker(
-            pid, number, read_fd, WorkerState.BOOTING, self.now, slot=slot, cpu=cpu
-        )
-        self._selector.register(
-            read_fd, selectors.EVENT_READ, functools.partial(self._on_message, pid)
-        )
-        pinned = f" on CPU {cpu}" if cpu is not None else ""
-        logger.info("Worker %d (pid %d) started%s", number, pid, pinned)
-
-    def _next_cpu(self) -> int | None:
-        """CPU_AFFINITY: the allowed CPU with the fewest booting or serving workers."""
-        if not self._cpus:
-            return None
-        load = dict.fromkeys(self._cpus, 0)
-        for process in self._workers.values():
-            if process.cpu in load and process.state in _ACTIVE:
-                load[process.cpu] += 1
-        return min(self._cpus, key=lambda cpu: (load[cpu], cpu))
-
-    def _own_fds(self) -> list[int]:
-        """The master's descriptors a child must close."""
-        fds = [self._selector.fileno(), self.inbox.wakeup_read, self.inbox.wakeup_write]
-        return fds + [p.channel_fd for p in self._workers.values() if p.channel_fd >= 0]
-
-    def _on_message(self, pid: int) -> None:
-        process = self._workers.get(pid)
-        if process is None:
-            return
-        try:
-            data = os.read(process.channel_fd, 4096)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:  # the worker is exiting; reaping will follow
-            self._close_channel(process)
-            return
-        process.last_seen = self._clock()
-        if worker.MESSAGE_READY in data and process.state is WorkerState.BOOTING:
-            process.state = WorkerState.READY
-            logger.info("Worker %d (pid %d) ready", process.number, pid)
-        if worker.MESSAGE_RETIRE in data and process.state in _ACTIVE:
-            process.state = WorkerState.RETIRING
-            logger.info(
-                "Worker %d (pid %d) retiring: starting its replacement", process.number, pid
-            )
-
-    def _close_channel(self, process: _Worker) -> None:
-        if process.channel_fd >= 0:
-            self._selector.unregister(process.channel_fd)
-            os.close(process.channel_fd)
-            process.channel_fd = -1
 
     def _reap(self) -> None:
         while True:
@@ -620,14 +489,10 @@ class Arbiter:
             if self._config_check is not None and pid == self._config_check.pid:
                 self._config_check.exited(os.waitstatus_to_exitcode(status))
                 continue
-            process = self._workers.pop(pid, None)
+            code = os.waitstatus_to_exitcode(status)
+            process = self.workers.reaped(pid, code)
             if process is None:
                 continue
-            if self._balance is not None:
-                self._balance.release(process.slot)
-            self._close_channel(process)
-            code = os.waitstatus_to_exitcode(status)
-            self._exited(process, code)
             if (
                 code in _HALTING_CODES
                 and not self.exit_code
@@ -638,14 +503,14 @@ class Arbiter:
             ):
                 self._halt(process, code)
 
-    def _undo_reload(self, process: _Worker) -> bool:
+    def _undo_reload(self, process: Worker) -> bool:
         """A new worker could not boot during a reload: keep the workers that were serving.
 
         A bad deploy followed by a reload must not take the site down: the retiring workers
         go back to work, the other new ones are stopped, and the operator gets an ERROR line
         and a systemd STATUS. Returns False when there is nothing to fall back on.
         """
-        previous = [p for p in self._workers.values() if p.state is WorkerState.RETIRING]
+        previous = self.workers.count(WorkerState.RETIRING)
         if not self._is_reloading or not previous:
             return False
         logger.error(
@@ -653,35 +518,19 @@ class Arbiter:
             "above). Keeping the %d worker(s) that were serving.",
             process.number,
             process.pid,
-            len(previous),
+            previous,
         )
-        for other in list(self._workers.values()):
-            if other.state is WorkerState.BOOTING:
-                self._stop(other, signal.SIGTERM, self.config.graceful_timeout)
-        for other in previous:
-            other.state = WorkerState.READY
-        self._set_target(len(previous))
+        self.workers.fall_back(self.now)
+        self.workers.set_target(previous)
         self._is_reloading = False
         self.notifier.ready(
-            f"Reload failed, still serving the previous code with {self.target} worker(s)"
+            f"Reload failed, still serving the previous code with {self.workers.target} worker(s)"
         )
         message = f"Reload failed: worker {process.number} could not start the new code"
-        self._reload_finished(ReloadOutcome.FAILED, message, self.target)
+        self._reload_finished(ReloadOutcome.FAILED, message, self.workers.target)
         return True
 
-    def _exited(self, process: _Worker, code: int) -> None:
-        """Log a reaped worker's exit and send WORKER_EXITED."""
-        _log_exit(process, code)
-        self._hooks.send(
-            Hook.WORKER_EXITED,
-            pid=process.pid,
-            number=process.number,
-            exit_code=code,
-            reason=describe_exit(code, was_killed=process.was_killed),
-            is_expected=_is_expected_exit(process, code),
-        )
-
-    def _halt(self, process: _Worker, code: int) -> None:
+    def _halt(self, process: Worker, code: int) -> None:
         what = "load the application" if code == WorkerExitCode.APP_LOAD_FAILED else "boot"
         app = f" {self._app_name!r}" if self._app_name else ""
         self.failure = (
@@ -692,61 +541,13 @@ class Arbiter:
         self.exit_code = code
         self._begin_drain("a worker failed to boot")
 
-    def _check_deadlines(self) -> None:
-        now = self.now
-        for process in list(self._workers.values()):
-            if now >= process.kill_at:
-                logger.warning(
-                    "Worker %d (pid %d) is still running: killing it (SIGKILL)",
-                    process.number,
-                    process.pid,
-                )
-                process.kill_at = math.inf
-                process.was_killed = True
-                self._kill(process, signal.SIGKILL)
-            elif process.state in _JUDGED_BY_HEARTBEAT and not process.is_adopted:
-                limit = (
-                    _BOOT_TIMEOUT_S
-                    if process.state is WorkerState.BOOTING
-                    else self.config.heartbeat_timeout
-                )
-                if now - process.last_seen > limit:
-                    self._abort(process, now - process.last_seen)
-
-    def _abort(self, process: _Worker, silence: float) -> None:
-        logger.critical(
-            "Worker %d (pid %d) sent no heartbeat for %.1f s: aborting it (SIGABRT; the "
-            "tracebacks of its threads follow on stderr) and starting another",
-            process.number,
-            process.pid,
-            silence,
-            extra={"worker_pid": process.pid},
-        )
-        process.state = WorkerState.ABORTING
-        process.kill_at = self.now + _ABORT_GRACE_S
-        self._kill(process, signal.SIGABRT)
-
-    def _stop(self, process: _Worker, signum: int, grace: float) -> None:
-        if process.state in (WorkerState.STOPPING, WorkerState.ABORTING):
-            process.kill_at = min(process.kill_at, self.now + grace + _KILL_GRACE_S)
-            if signum == signal.SIGQUIT:
-                self._kill(process, signum)
-            return
-        process.state = WorkerState.STOPPING
-        process.kill_at = self.now + grace + _KILL_GRACE_S
-        self._kill(process, signum)
-
-    def _kill(self, process: _Worker, signum: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, signum)
-
     # -- stopping --------------------------------------------------------------------------
 
     def _begin_drain(self, reason: str) -> None:
         if self.state is not ArbiterState.RUNNING:
             return
         logger.info(
-            "Shutting down (%s): %d worker(s) finishing their requests", reason, len(self._workers)
+            "Shutting down (%s): %d worker(s) finishing their requests", reason, len(self.workers)
         )
         self.state = ArbiterState.DRAINING
         self.notifier.stopping(now=self.now, drain_deadline=self.now + self.config.graceful_timeout)
@@ -758,24 +559,17 @@ class Arbiter:
         if self._unlink_unix:
             sockets.refuse_new_connections(self._listeners)
         sockets.close_listeners(self._listeners, unlink_unix=self._unlink_unix)
-        for process in list(self._workers.values()):
-            self._stop(process, signal.SIGTERM, self.config.graceful_timeout)
+        self.workers.stop_all(signal.SIGTERM, self.config.graceful_timeout, self.now)
 
     def _stop_now(self, reason: str) -> None:
         self._begin_drain(reason)
         logger.info("Stopping at once (%s)", reason)
-        for process in list(self._workers.values()):
-            self._stop(process, signal.SIGQUIT, 0.0)
+        self.workers.stop_all(signal.SIGQUIT, 0.0, self.now)
 
     def _kill_all(self) -> None:
         """Leave no worker behind, whatever happened (SIGKILL, then reap)."""
         self._end_config_check()
-        for process in list(self._workers.values()):
-            self._kill(process, signal.SIGKILL)
-        for pid in list(self._workers):
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
-            self._close_channel(self._workers.pop(pid))
+        self.workers.kill_all()
 
     def _close(self) -> None:
         sockets.close_listeners(self._listeners, unlink_unix=self._unlink_unix)
@@ -787,10 +581,11 @@ class Arbiter:
     # -- systemd and status ----------------------------------------------------------------
 
     def _notify_progress(self) -> None:
-        ready = sum(p.state is WorkerState.READY for p in self._workers.values())
+        ready = self.workers.count(WorkerState.READY)
         if self.state is ArbiterState.RUNNING:
-            status = f"{ready} of {self.target} worker(s) ready; listening at {self._urls()}"
-            if ready >= self.target and (self._is_reloading or not self._is_ready_notified):
+            target = self.workers.target
+            status = f"{ready} of {target} worker(s) ready; listening at {self._urls()}"
+            if ready >= target and (self._is_reloading or not self._is_ready_notified):
                 was_reloading, is_first = self._is_reloading, not self._is_ready_notified
                 if self._is_reloading:
                     logger.info("Reloaded: %d new worker(s) ready", ready)
@@ -832,54 +627,3 @@ class Arbiter:
                     sockets.listener_url(sock, scheme="https" if self.config.certfile else "http")
                 )
         return ", ".join(urls)
-
-
-_ACTIVE = (WorkerState.BOOTING, WorkerState.READY)
-_JUDGED_BY_HEARTBEAT = (WorkerState.BOOTING, WorkerState.READY, WorkerState.RETIRING)
-
-
-def describe_exit(code: int, *, was_killed: bool = False) -> str:
-    """``os.waitstatus_to_exitcode`` result in words, for the log."""
-    if code >= 0:
-        return f"exited with code {code}"
-    name = signal.Signals(-code).name
-    if -code == signal.SIGKILL and not was_killed:
-        return f"was killed by {name}: probably out of memory (or kill -9)"
-    return f"was killed by {name}"
-
-
-def _allowed_cpus() -> list[int]:
-    """The CPUs this process may run on (a cgroup or taskset may allow fewer than exist)."""
-    try:
-        return sorted(os.sched_getaffinity(0))
-    except (AttributeError, OSError) as exc:
-        logger.warning("CPU_AFFINITY is ignored: the CPUs allowed cannot be read (%s)", exc)
-        return []
-
-
-def _balance_table(workers: int) -> BalanceTable | None:
-    # Room for a reload's second generation and some SIGTTIN; a worker beyond it accepts
-    # without balance. Each accept reads every slot, so the table stays small.
-    try:
-        return BalanceTable(max(16, 4 * workers))
-    except (OSError, ValueError) as exc:  # no shared anonymous mmap here: accept as it comes
-        logger.warning("Accept balance between workers is off: %s", exc)
-        return None
-
-
-def _is_expected_exit(process: _Worker, code: int) -> bool:
-    # A worker stopped before it installed its handlers dies of the signal itself.
-    return process.state is WorkerState.STOPPING and code in (0, -signal.SIGTERM)
-
-
-def _log_exit(process: _Worker, code: int) -> None:
-    words = describe_exit(code, was_killed=process.was_killed)
-    level = logging.INFO if _is_expected_exit(process, code) else logging.ERROR
-    logger.log(
-        level,
-        "Worker %d (pid %d) %s",
-        process.number,
-        process.pid,
-        words,
-        extra={"worker_pid": process.pid},
-    )

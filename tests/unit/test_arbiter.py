@@ -21,6 +21,8 @@ from django_wsgiserve import reexec, systemd, worker
 from django_wsgiserve.arbiter import Arbiter, ArbiterState, describe_exit
 from django_wsgiserve.arbiter.notifier import watchdog_interval
 from django_wsgiserve.arbiter.process import ProcessSetup
+from django_wsgiserve.arbiter.workers import WorkerRecipe, WorkerTable
+from django_wsgiserve.balance import BalanceTable
 from django_wsgiserve.config import resolve_config
 from django_wsgiserve.sockets import BindError, reuse_or_bind_listeners
 
@@ -512,20 +514,26 @@ def test_a_signal_handled_just_before_exec_reaches_the_next_image(monkeypatch):
 
 
 def test_no_descriptor_for_a_worker_pipe_is_logged_not_fatal(monkeypatch, caplog):
-    arbiter = _arbiter([])
+    balance = BalanceTable(4)
+    recipe = WorkerRecipe(
+        config=resolve_config({"WORKERS": 2}, {}, {}),
+        listeners=[],
+        load_application=lambda: None,  # type: ignore[arg-type,return-value]
+    )
 
     def no_more_fds(flags: int) -> tuple[int, int]:
         raise OSError(24, "Too many open files")
 
+    def no_fork() -> int:
+        raise AssertionError("fork() without a pipe")
+
     monkeypatch.setattr(os, "pipe2", no_more_fds)
-    try:
-        arbiter._spawn()  # retried by the next loop iteration, like a failed fork
-        assert "Could not fork worker 1" in caplog.text
-        assert arbiter._balance is not None
-        assert arbiter._balance.claim() == 0  # the slot was given back
-    finally:
-        monkeypatch.undo()
-        arbiter._close()
+    with selectors.DefaultSelector() as selector:
+        table = WorkerTable(recipe, selector=selector, target=2, balance=balance, fork=no_fork)
+        table.spawn(0.0)  # retried by the next loop iteration, like a failed fork
+    assert "Could not fork worker 1" in caplog.text
+    assert len(table) == 0
+    assert balance.claim() == 0  # the slot was given back
 
 
 def test_a_re_executed_master_survives_a_user_that_does_not_exist(caplog):

@@ -434,22 +434,6 @@ def test_config_check_close_kills_and_reaps_a_running_child():
 # -- the master's reload path, without forking ----------------------------------------------------
 
 
-class _FinishedCheck:
-    """Stands for a ``ConfigCheck`` whose child printed ``options`` and was reaped."""
-
-    pid = -1
-    is_finished = True
-
-    def __init__(self, options: dict[str, object]) -> None:
-        self._options = options
-
-    def result(self) -> reexec.CheckResult:
-        return reexec.CheckResult(self._options)
-
-    def close(self) -> None:
-        pass
-
-
 def _arbiter(listeners: list[socket.socket], **wsgiserve: object) -> Arbiter:
     config = resolve_config({"WORKERS": 2, **wsgiserve}, {}, {})
     return Arbiter(
@@ -477,14 +461,13 @@ def test_a_bind_the_running_code_cannot_read_fails_the_reload_not_the_master(bin
         del options["BIND"]
     else:
         options["BIND"] = bind
-    arbiter._config_check = _FinishedCheck(options)  # type: ignore[assignment]
     try:
-        arbiter._poll_config_check()
+        arbiter.reloader.apply(reexec.CheckResult(options))  # what the check printed
         assert arbiter.state is ArbiterState.RUNNING
         assert "Reload failed" in caplog.text
         assert listener.fileno() != -1  # still listening
     finally:
-        arbiter._close()
+        arbiter.close()
 
 
 def test_a_signal_handled_just_before_exec_reaches_the_next_image(monkeypatch):
@@ -503,14 +486,15 @@ def test_a_signal_handled_just_before_exec_reaches_the_next_image(monkeypatch):
     try:
         os.kill(os.getpid(), signal.SIGTERM)  # handled at once: only in the queue now
         assert len(arbiter.inbox) == 1
-        arbiter._reload_config({**reexec.config_snapshot(arbiter.config)}, ["THREADS 8 -> 9"])
+        snapshot = reexec.config_snapshot(arbiter.config)
+        arbiter.reloader.apply(reexec.CheckResult({**snapshot, "THREADS": snapshot["THREADS"] + 1}))
         assert pending_at_exec == [{signal.SIGTERM}]
         # exec failed: unblocked, the signal is handled by this image after all
         assert list(arbiter.inbox.take()) == [signal.SIGTERM]
         assert not signal.sigpending()
     finally:
         signal.signal(signal.SIGTERM, previous)
-        arbiter._close()
+        arbiter.close()
 
 
 def test_no_descriptor_for_a_worker_pipe_is_logged_not_fatal(monkeypatch, caplog):

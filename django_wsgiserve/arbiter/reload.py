@@ -259,27 +259,40 @@ class Reloader:
             len(alive),
             ", ".join(str(p.pid) for p in alive) or "none",
         )
+        error = self._reexec(self._command, listeners, handover, pidfile=options.get("PIDFILE"))
+        # Only when exec failed: everything is as it was, but the new listeners.
+        sockets.close_listeners(fresh, unlink_unix=True)
+        self._failed(f"could not re-execute {self._command[0]}: {error}")
+
+    def _reexec(
+        self,
+        command: Sequence[str],
+        listeners: Sequence[socket.socket],
+        handover: reexec.Handover,
+        *,
+        pidfile: object,
+    ) -> OSError:
+        """``execve`` the new image (``pidfile``: its PIDFILE); returns only when that
+        failed, with the PIDFILE, the signal mask and the descriptors as they were."""
         environ = reexec.exec_environ(
             self._environ, listener_count=len(listeners), handover=handover
         )
-        is_new_pidfile = options.get("PIDFILE") != self._config.pidfile
+        is_new_pidfile = pidfile != self._config.pidfile
         if is_new_pidfile:
             self._process.remove_pidfile()
         self._notifier.ping_watchdog()  # the new image pings once its loop runs
         # From here signals wait, blocked, for the new image (reexec.py).
         mask = self._inbox.hold_for_exec()
         error = reexec.reexec(
-            self._command,
+            command,
             environ,
             [sock.fileno() for sock in listeners],
             blocked_signals=HANDLED_SIGNALS,
         )
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        # Only when exec failed: everything is as it was, but the new listeners.
         if is_new_pidfile:
             self._process.write_pidfile()
-        sockets.close_listeners(fresh, unlink_unix=True)
-        self._failed(f"could not re-execute {self._command[0]}: {error}")
+        return error
 
     def _listeners_for(
         self, options: Mapping[str, Any]

@@ -2,37 +2,31 @@
 
 Design note.
 
-* **Records.** One ``Worker`` per child process, keyed by pid: its number (1, 2, 3..., never
-  reused, carried across a re-exec), its heartbeat pipe, its ``WorkerState``, when it was last
-  heard from, when it is due a SIGKILL, its accept-balance slot and its CPU.
 * **States.** BOOTING (forked) -> READY (its loop accepts: ``worker.MESSAGE_READY``) ->
-  RETIRING (it asked to be replaced, or its whole generation on HUP, or the oldest on TTOU:
-  still serving, no longer active) -> STOPPING (SIGTERM or SIGQUIT sent) -> reaped. A silent
-  worker goes to ABORTING (SIGABRT sent). A worker may die in any state.
+  RETIRING (it asked to be replaced, or its generation on HUP, or the oldest on TTOU: still
+  serving, no longer active) -> STOPPING (SIGTERM or SIGQUIT sent) -> reaped. A silent worker
+  becomes ABORTING (SIGABRT sent). A worker may die in any state. Numbers are never reused.
 * **Replacement, one rule for all** (``manage``). A worker is *active* while booting or ready.
-  Whenever fewer than ``target`` workers are active a new one is forked at once (so a dead
-  worker is replaced in the loop iteration that reaps it: SIGCHLD wakes the loop). The oldest
-  surplus active workers retire. Retiring workers get SIGTERM only once ``target`` workers
-  are ready, so capacity never drops to zero.
-* **Heartbeat** (``check_deadlines``). Each worker writes a byte to its own pipe at every loop
-  tick (once a second, see ``worker.py``); any byte refreshes ``last_seen``. A worker that is
-  not yet ready gets ``BOOT_TIMEOUT_S``; a ready or retiring one HEARTBEAT_TIMEOUT. Past it the
-  table logs at CRITICAL and sends SIGABRT (the worker's ``faulthandler`` prints every
-  thread's traceback to stderr), then SIGKILL ``ABORT_GRACE_S`` later. A stopping worker is
-  not judged by heartbeat (it may be waiting for its threads) but is SIGKILLed
-  ``KILL_GRACE_S`` after its grace (GRACEFUL_TIMEOUT; none after SIGQUIT). An adopted worker
-  (forked by the previous image of a re-executed master) has no pipe: only its exit and that
-  deadline judge it.
+  Whenever fewer than ``target`` are active a new one is forked at once (a dead worker is
+  replaced in the loop iteration that reaps it: SIGCHLD wakes the loop); the oldest surplus
+  ones retire. Retiring workers get SIGTERM only once ``target`` workers are ready, so
+  capacity never drops to zero.
+* **Heartbeat** (``check_deadlines``). Each worker writes a byte to its pipe at every loop tick
+  (once a second, worker.py); any byte refreshes ``last_seen``. Silent for ``BOOT_TIMEOUT_S``
+  while booting, or HEARTBEAT_TIMEOUT once ready or retiring, it is logged at CRITICAL and
+  sent SIGABRT (its ``faulthandler`` prints every thread's traceback), then SIGKILL
+  ``ABORT_GRACE_S`` later. A stopping worker is not judged by heartbeat (it may be waiting for
+  its threads) but is SIGKILLed ``KILL_GRACE_S`` after its grace (GRACEFUL_TIMEOUT; none after
+  SIGQUIT). An adopted worker (forked by the previous image of a re-executed master) has no
+  pipe: only its exit and that deadline judge it.
 * **Forking** (``spawn``). The master's signals are blocked around ``fork()`` so that a child
-  never runs the master's handlers; the child goes straight to ``worker.run_child``, which
-  ends with ``os._exit``, and closes the master's descriptors. A failed fork (or no
-  descriptor left for the pipe) is logged, and the next ``manage`` tries again.
-* **Accept balance.** Each new worker claims a slot in the shared ``BalanceTable``
-  (balance.py), released when it is reaped. With CPU_AFFINITY it is pinned to the allowed CPU
-  with the fewest active workers.
-* **Exits** (``reaped``): INFO when expected (a worker told to stop that exits 0 or dies of
-  SIGTERM), else ERROR; a SIGKILL the master did not send reads as probably out of memory.
-  WORKER_EXITED is sent for each; WORKERS_CHANGED when ``target`` changes.
+  never runs its handlers; the child goes straight to ``worker.run_child`` (which ends with
+  ``os._exit``) and closes the master's descriptors. A failed fork is logged; the next
+  ``manage`` tries again. Each worker claims a slot in the accept ``BalanceTable``
+  (balance.py), released when it is reaped, and with CPU_AFFINITY the least used CPU.
+* **Exits** (``reaped``): INFO when expected (told to stop, then exit 0 or SIGTERM), else
+  ERROR; a SIGKILL the master did not send reads as probably out of memory. Hooks:
+  WORKER_EXITED for each, WORKERS_CHANGED when ``target`` changes.
 
 ``clock``, ``fork`` and ``kill`` are injected, so tests drive the states with no child process
 and a fake clock. Threads: master's main thread only. Must not import Django.
@@ -50,7 +44,7 @@ import selectors
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from django_wsgiserve import worker
 from django_wsgiserve.arbiter.inbox import HANDLED_SIGNALS
@@ -76,7 +70,6 @@ __all__ = [
     "allowed_cpus",
     "balance_table",
     "describe_exit",
-    "send_signal",
 ]
 
 # Every module of the master logs as ``django_wsgiserve.arbiter``, the name its lines carry.
@@ -131,7 +124,7 @@ class WorkerRecipe:
     hooks: Hooks = field(default_factory=Hooks)
 
 
-def send_signal(pid: int, signum: int) -> None:
+def _send_signal(pid: int, signum: int) -> None:
     """``os.kill``, quiet when the process has gone already (it will be reaped)."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signum)
@@ -152,7 +145,7 @@ class WorkerTable:
         master_fds: Sequence[int] = (),
         clock: Callable[[], float] = time.monotonic,
         fork: Callable[[], int] = os.fork,
-        kill: Callable[[int, int], None] = send_signal,
+        kill: Callable[[int, int], None] = _send_signal,
     ) -> None:
         """``selector``: the master's, which watches each heartbeat pipe; ``balance``: the
         accept balance table (``balance_table``); ``cpus``: those to pin workers to
@@ -262,25 +255,8 @@ class WorkerTable:
                 self._balance.release(slot)
             logger.error("Could not fork worker %d: %s", number, exc)
             return
-        if pid == 0:  # the child: never returns from run_child
-            recipe = self.recipe
-            worker.run_child(
-                recipe.config,
-                recipe.listeners,
-                load_application=recipe.load_application,
-                preloaded=recipe.preloaded,
-                number=number,
-                channel_fd=write_fd,
-                close_fds=[read_fd, *self._own_fds()],
-                signal_mask=mask,
-                title=recipe.title,
-                static=recipe.static,
-                share=self._balance.share(slot)
-                if self._balance is not None and slot is not None
-                else None,
-                cpu=cpu,
-                hooks=recipe.hooks,
-            )
+        if pid == 0:
+            self._run_child(number, write_fd, [read_fd, *self._own_fds()], mask, slot, cpu)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(write_fd)
         os.set_blocking(read_fd, False)
@@ -292,6 +268,36 @@ class WorkerTable:
         )
         pinned = f" on CPU {cpu}" if cpu is not None else ""
         logger.info("Worker %d (pid %d) started%s", number, pid, pinned)
+
+    def _run_child(
+        self,
+        number: int,
+        channel_fd: int,
+        close_fds: list[int],
+        signal_mask: set[int | signal.Signals],
+        slot: int | None,
+        cpu: int | None,
+    ) -> NoReturn:
+        """The forked child: straight into ``worker.run_child``, which never returns."""
+        recipe = self.recipe
+        share = None
+        if self._balance is not None and slot is not None:
+            share = self._balance.share(slot)
+        worker.run_child(
+            recipe.config,
+            recipe.listeners,
+            load_application=recipe.load_application,
+            preloaded=recipe.preloaded,
+            number=number,
+            channel_fd=channel_fd,
+            close_fds=close_fds,
+            signal_mask=signal_mask,
+            title=recipe.title,
+            static=recipe.static,
+            share=share,
+            cpu=cpu,
+            hooks=recipe.hooks,
+        )
 
     def _next_cpu(self) -> int | None:
         """CPU_AFFINITY: the allowed CPU with the fewest booting or serving workers."""

@@ -15,7 +15,7 @@ import pytest
 from django_wsgiserve.arbiter.notifier import EXTEND_EVERY_S, SystemdNotifier
 
 
-class _NotifySocket:
+class NotifySocket:
     """A datagram socket in the abstract namespace, as systemd's NOTIFY_SOCKET."""
 
     def __init__(self) -> None:
@@ -36,7 +36,7 @@ class _NotifySocket:
 
 @pytest.fixture
 def notify_socket():
-    listener = _NotifySocket()
+    listener = NotifySocket()
     yield listener
     listener.sock.close()
 

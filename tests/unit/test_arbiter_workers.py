@@ -48,7 +48,7 @@ class FakeMaster:
             config=config,
             listeners=[],
             load_application=lambda: None,  # type: ignore[arg-type,return-value]
-            hooks=Hooks(self._record_hook),
+            hooks=Hooks(self.record_hook),
         )
         self.table = WorkerTable(
             recipe,
@@ -60,7 +60,7 @@ class FakeMaster:
             **options,  # type: ignore[arg-type]
         )
 
-    def _record_hook(self, hook: Hook, /, **arguments: object) -> None:
+    def record_hook(self, hook: Hook, /, **arguments: object) -> None:
         self.hooks.append((hook, arguments))
 
     def manage(self, now: float) -> None:

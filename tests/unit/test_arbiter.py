@@ -20,7 +20,6 @@ import pytest
 from django_wsgiserve import reexec, systemd, worker
 from django_wsgiserve.arbiter import Arbiter, ArbiterState, describe_exit
 from django_wsgiserve.arbiter.notifier import watchdog_interval
-from django_wsgiserve.arbiter.process import ProcessSetup
 from django_wsgiserve.arbiter.workers import WorkerRecipe, WorkerTable
 from django_wsgiserve.balance import BalanceTable
 from django_wsgiserve.config import resolve_config
@@ -522,9 +521,23 @@ def test_no_descriptor_for_a_worker_pipe_is_logged_not_fatal(monkeypatch, caplog
 
 def test_a_re_executed_master_survives_a_user_that_does_not_exist(caplog):
     """The reload check does not look USER up; after exec it is too late to fail."""
-    re_executed = ProcessSetup(user="no-such-user-wsgiserve", is_reexecuted=True)
-    re_executed.switch_user()
-    assert "USER/GROUP 'no-such-user-wsgiserve'/'' ignored" in caplog.text
-    first_start = ProcessSetup(user="no-such-user-wsgiserve")
-    with pytest.raises(KeyError):  # at the first start, a plain error as before
-        first_start.switch_user()
+    config = resolve_config({"WORKERS": 1, "USER": "no-such-user-wsgiserve"}, {}, {})
+    handover = reexec.Handover(pid=os.getpid(), workers=(), next_number=1)
+    arbiter = Arbiter(
+        config,
+        [],
+        load_application=lambda: None,  # type: ignore[arg-type,return-value]
+        environ={},
+        handover=handover,
+    )
+    try:
+        arbiter.process.switch_user()
+        assert "USER/GROUP 'no-such-user-wsgiserve'/'' ignored" in caplog.text
+        first_start = Arbiter(config, [], load_application=lambda: None, environ={})  # type: ignore[arg-type,return-value]
+        try:
+            with pytest.raises(KeyError):  # at the first start, a plain error as before
+                first_start.process.switch_user()
+        finally:
+            first_start.close()
+    finally:
+        arbiter.close()

@@ -19,7 +19,10 @@ import types
 import pytest
 
 from django_wsgiserve import reexec, systemd, worker
-from django_wsgiserve.arbiter import Arbiter, ArbiterState, _watchdog_interval, describe_exit
+from django_wsgiserve.arbiter import Arbiter, ArbiterState, describe_exit
+from django_wsgiserve.arbiter.notifier import watchdog_interval
+from django_wsgiserve.arbiter.workers import WorkerRecipe, WorkerTable
+from django_wsgiserve.balance import BalanceTable
 from django_wsgiserve.config import resolve_config
 from django_wsgiserve.sockets import BindError, reuse_or_bind_listeners
 
@@ -56,7 +59,7 @@ def test_describe_exit(code, was_killed, expected):
     ],
 )
 def test_watchdog_interval(environ, expected):
-    assert _watchdog_interval(environ) == expected
+    assert watchdog_interval(environ) == expected
 
 
 def test_reopen_log_files_reopens_at_next_record(tmp_path):
@@ -433,22 +436,6 @@ def test_config_check_close_kills_and_reaps_a_running_child():
 # -- the master's reload path, without forking ----------------------------------------------------
 
 
-class _FinishedCheck:
-    """Stands for a ``ConfigCheck`` whose child printed ``options`` and was reaped."""
-
-    pid = -1
-    is_finished = True
-
-    def __init__(self, options: dict[str, object]) -> None:
-        self._options = options
-
-    def result(self) -> reexec.CheckResult:
-        return reexec.CheckResult(self._options)
-
-    def close(self) -> None:
-        pass
-
-
 def _arbiter(listeners: list[socket.socket], **wsgiserve: object) -> Arbiter:
     config = resolve_config({"WORKERS": 2, **wsgiserve}, {}, {})
     return Arbiter(
@@ -476,14 +463,13 @@ def test_a_bind_the_running_code_cannot_read_fails_the_reload_not_the_master(bin
         del options["BIND"]
     else:
         options["BIND"] = bind
-    arbiter._config_check = _FinishedCheck(options)  # type: ignore[assignment]
     try:
-        arbiter._poll_config_check()
+        arbiter.reloader.apply(reexec.CheckResult(options))  # what the check printed
         assert arbiter.state is ArbiterState.RUNNING
         assert "Reload failed" in caplog.text
         assert listener.fileno() != -1  # still listening
     finally:
-        arbiter._close()
+        arbiter.close()
 
 
 def test_a_signal_handled_just_before_exec_reaches_the_next_image(monkeypatch):
@@ -498,35 +484,42 @@ def test_a_signal_handled_just_before_exec_reaches_the_next_image(monkeypatch):
         raise FileNotFoundError(path)
 
     monkeypatch.setattr(os, "execve", failing_execve)
-    previous = signal.signal(signal.SIGTERM, arbiter._on_signal)
+    previous = signal.signal(signal.SIGTERM, arbiter.inbox.record)
     try:
         os.kill(os.getpid(), signal.SIGTERM)  # handled at once: only in the queue now
-        assert arbiter._signals.qsize() == 1
-        arbiter._reload_config({**reexec.config_snapshot(arbiter.config)}, ["THREADS 8 -> 9"])
+        assert len(arbiter.inbox) == 1
+        snapshot = reexec.config_snapshot(arbiter.config)
+        arbiter.reloader.apply(reexec.CheckResult({**snapshot, "THREADS": snapshot["THREADS"] + 1}))
         assert pending_at_exec == [{signal.SIGTERM}]
         # exec failed: unblocked, the signal is handled by this image after all
-        assert arbiter._signals.get_nowait() == signal.SIGTERM
+        assert list(arbiter.inbox.take()) == [signal.SIGTERM]
         assert not signal.sigpending()
     finally:
         signal.signal(signal.SIGTERM, previous)
-        arbiter._close()
+        arbiter.close()
 
 
 def test_no_descriptor_for_a_worker_pipe_is_logged_not_fatal(monkeypatch, caplog):
-    arbiter = _arbiter([])
+    balance = BalanceTable(4)
+    recipe = WorkerRecipe(
+        config=resolve_config({"WORKERS": 2}, {}, {}),
+        listeners=[],
+        load_application=lambda: None,  # type: ignore[arg-type,return-value]
+    )
 
     def no_more_fds(flags: int) -> tuple[int, int]:
         raise OSError(24, "Too many open files")
 
+    def no_fork() -> int:
+        raise AssertionError("fork() without a pipe")
+
     monkeypatch.setattr(os, "pipe2", no_more_fds)
-    try:
-        arbiter._spawn()  # retried by the next loop iteration, like a failed fork
-        assert "Could not fork worker 1" in caplog.text
-        assert arbiter._balance is not None
-        assert arbiter._balance.claim() == 0  # the slot was given back
-    finally:
-        monkeypatch.undo()
-        arbiter._close()
+    with selectors.DefaultSelector() as selector:
+        table = WorkerTable(recipe, selector=selector, target=2, balance=balance, fork=no_fork)
+        table.spawn(0.0)  # retried by the next loop iteration, like a failed fork
+    assert "Could not fork worker 1" in caplog.text
+    assert len(table) == 0
+    assert balance.claim() == 0  # the slot was given back
 
 
 def test_a_re_executed_master_survives_a_user_that_does_not_exist(caplog):
@@ -541,13 +534,13 @@ def test_a_re_executed_master_survives_a_user_that_does_not_exist(caplog):
         handover=handover,
     )
     try:
-        arbiter._switch_user()
+        arbiter.process.switch_user()
         assert "USER/GROUP 'no-such-user-wsgiserve'/'' ignored" in caplog.text
         first_start = Arbiter(config, [], load_application=lambda: None, environ={})  # type: ignore[arg-type,return-value]
         try:
             with pytest.raises(KeyError):  # at the first start, a plain error as before
-                first_start._switch_user()
+                first_start.process.switch_user()
         finally:
-            first_start._close()
+            first_start.close()
     finally:
-        arbiter._close()
+        arbiter.close()

@@ -291,8 +291,9 @@ class ServerConfig:
         group=_PROCESSES,
         minimum=1,
     )
-    # Idle connections cost the loop a few KiB, not a thread (DESIGN §3: 10,000 idle keep-alive
-    # connections per worker); gunicorn worker_connections 1000, nginx worker_connections 512.
+    # Idle connections cost the loop a few KiB, not a thread: one worker is meant to hold 10,000
+    # idle keep-alive connections while it keeps serving (benchmarks/connections.py measures it);
+    # gunicorn worker_connections 1000, nginx worker_connections 512.
     max_connections: int = option(
         10000,
         doc="Open connections per worker, idle keep-alive ones included; at the limit the worker "

@@ -125,7 +125,7 @@ def _describe_interpreter(python: str) -> str:
     """Which interpreter ran the project, without the machine's path to it (results are
     committed)."""
     try:
-        relative = Path(python).absolute().relative_to(REPO_ROOT)
+        relative = Path(os.path.abspath(python)).relative_to(REPO_ROOT)
     except ValueError:
         return "the harness's own" if python == sys.executable else "given with --python"
     return "the project's .venv" if relative == Path(".venv/bin/python") else f"{relative}"

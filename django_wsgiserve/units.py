@@ -36,7 +36,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from django_wsgiserve.config import OPTIONS, Kind
+from django_wsgiserve.config import OPTIONS
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -403,19 +403,7 @@ def command_line_arguments(config: ServerConfig, *, with_socket: bool) -> tuple[
             continue
         if with_socket and declared.name == "bind":
             continue  # the .socket unit listens; the server ignores BIND
-        value = getattr(config, declared.name)
-        if declared.kind is Kind.BOOL:
-            arguments.append(declared.flag if value else declared.negative_flag)
-        elif declared.kind is Kind.LIST:
-            for item in value:
-                arguments += [declared.flag, item]
-        elif declared.kind is Kind.OCTAL:
-            if value is not None:
-                arguments += [declared.flag, f"{value:04o}"]
-        elif declared.kind is Kind.SECONDS:
-            arguments += [declared.flag, f"{value:g}"]
-        else:
-            arguments += [declared.flag, str(value)]
+        arguments += declared.codec.arguments(declared, getattr(config, declared.name))
     return tuple(arguments)
 
 

@@ -59,8 +59,10 @@ from django_wsgiserve.config import (
     ServerConfig,
     add_arguments,
     describe_config,
+    error_message,
     given_cli_options,
     resolve_config,
+    wsgiserve_setting,
 )
 from django_wsgiserve.errors import ConfigError
 from django_wsgiserve.hooks import Hook, Hooks, start_worker
@@ -172,10 +174,10 @@ class Command(BaseCommand):
 
     def get_config(self, options: dict[str, Any]) -> ServerConfig:
         """Resolve settings.WSGISERVE < environment < command line; errors exit with status 2."""
-        wsgiserve = getattr(settings, "WSGISERVE", {})
-        if not isinstance(wsgiserve, dict):
-            kind = type(wsgiserve).__name__
-            raise CommandError(f"settings.WSGISERVE must be a dict, not {kind}.", returncode=2)
+        try:
+            wsgiserve = wsgiserve_setting(settings)
+        except ConfigError as exc:
+            raise CommandError(error_message(exc), returncode=2) from exc
         cli = given_cli_options(options)
         cli_sources = {}
         bind_option = OPTIONS_BY_NAME["bind"]
@@ -200,7 +202,7 @@ class Command(BaseCommand):
                     config.certfile, config.keyfile, source=config.source_of("certfile")
                 )
         except ConfigError as exc:
-            raise CommandError(f"{exc.option} ({exc.source}): {exc}", returncode=2) from exc
+            raise CommandError(error_message(exc), returncode=2) from exc
         return config
 
     def addrport_to_bind(self, addrport: str, *, ipv6: bool) -> str:
@@ -456,7 +458,7 @@ class Command(BaseCommand):
             f"django-wsgiserve {__version__} on Python {python} (pid {os.getpid()})",
             *(f"Listening at {sockets.listener_url(sock, scheme=scheme)}" for sock in listeners),
             # With --reload one worker serves in this process.
-            f"Workers: {1 if config.reload else config.workers or os.cpu_count() or 1} "
+            f"Workers: {1 if config.reload else config.workers} "
             f"\N{MULTIPLICATION SIGN} {config.threads} threads",
             f"Static files: {self.describe_static(config)}",
             "Quit the server with CONTROL-C.",

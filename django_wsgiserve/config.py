@@ -50,6 +50,7 @@ __all__ = [
     "UnknownOptionError",
     "add_arguments",
     "config_errors",
+    "config_table",
     "describe_config",
     "error_message",
     "given_cli_options",
@@ -546,14 +547,17 @@ def resolve_config(
     cli: Mapping[str, object],
     *,
     cli_sources: Mapping[str, str] | None = None,
+    cli_defaults: Mapping[str, tuple[object, str]] | None = None,
 ) -> ServerConfig:
     """Merge defaults < ``settings`` (the WSGISERVE dict) < ``environ`` < ``cli`` and validate.
 
     ``cli`` maps option names (``"threads"``) to the values the user actually gave on the
     command line; ``cli_sources`` may relabel their source (``{"bind": "command line
-    addrport"}``). Raises the first ``ConfigError``.
+    addrport"}``). ``cli_defaults`` holds ``(value, source)`` for options whose *default* the
+    command line changes, below the settings: runserver's ``--ipv6`` changes only the default
+    address. Raises the first ``ConfigError``.
     """
-    values, sources, errors = _merge(settings, environ, cli, cli_sources or {})
+    values, sources, errors = _merge(settings, environ, cli, cli_sources or {}, cli_defaults or {})
     if errors:
         raise errors[0]
     return _build(values, sources)
@@ -602,13 +606,17 @@ def _merge(
     environ: Mapping[str, str],
     cli: Mapping[str, object],
     cli_sources: Mapping[str, str],
+    cli_defaults: Mapping[str, tuple[object, str]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, str], list[ConfigError]]:
     errors: list[ConfigError] = [*_unknown_names(settings, environ, cli)]
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
+    defaults = {name: value for name, (value, _) in (cli_defaults or {}).items()}
     for declared in OPTIONS:
         codec = declared.codec
+        default_source = (cli_defaults or {}).get(declared.name, (None, ""))[1]
         layers: tuple[tuple[Mapping[str, Any], str, str, Callable[[Any], object]], ...] = (
+            (defaults, declared.name, default_source, codec.from_cli),
             (settings, declared.setting, f"settings.WSGISERVE[{declared.setting!r}]", codec.coerce),
             (environ, declared.env, f"environment {declared.env}", codec.parse),
             (cli, declared.name, cli_sources.get(declared.name, ""), codec.from_cli),
@@ -696,4 +704,14 @@ def describe_config(config: ServerConfig) -> list[tuple[str, str, str]]:
     return [
         (o.setting, o.codec.show(getattr(config, o.name)), config.source_of(o.name))
         for o in OPTIONS
+    ]
+
+
+def config_table(config: ServerConfig) -> list[str]:
+    """``--print-config``: a header and one aligned line per option: name, value, source."""
+    rows = [("OPTION", "VALUE", "SOURCE"), *describe_config(config)]
+    name_width = max(len(row[0]) for row in rows)
+    value_width = max(len(row[1]) for row in rows)
+    return [
+        f"{name:<{name_width}}  {value:<{value_width}}  {source}" for name, value, source in rows
     ]

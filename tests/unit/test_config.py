@@ -443,6 +443,34 @@ def test_cli_flags_resolve():
     assert resolved.timeout == 1.5
 
 
+@pytest.mark.parametrize(
+    ("settings", "environ", "expected", "source"),
+    [
+        pytest.param({}, {}, ("[::1]:8000",), "command line --ipv6", id="changes-the-default"),
+        pytest.param(
+            {"BIND": ["0:80"]}, {}, ("0:80",), "settings.WSGISERVE['BIND']", id="below-settings"
+        ),
+        pytest.param(
+            {}, {"WSGISERVE_BIND": "0:81"}, ("0:81",), "environment WSGISERVE_BIND", id="below-env"
+        ),
+    ],
+)
+def test_cli_defaults(settings, environ, expected, source):
+    cli_defaults = {"bind": (("[::1]:8000",), "command line --ipv6")}
+    resolved = resolve_config(settings, environ, {}, cli_defaults=cli_defaults)
+    assert resolved.bind == expected
+    assert resolved.source_of("bind") == source
+
+
+def test_config_table():
+    header, *lines = config.config_table(resolve_config({}, {}, {"threads": "3"}))
+    assert header.split() == ["OPTION", "VALUE", "SOURCE"]
+    assert len(lines) == len(OPTIONS)
+    threads = next(line for line in lines if line.startswith("THREADS "))
+    assert threads.split() == ["THREADS", "3", "command", "line", "--threads"]
+    assert threads.index("3") == header.index("VALUE")
+
+
 def test_describe_config():
     resolved = resolve_config(
         {"BIND": ["0:80"], "UMASK": 0o022}, {"WSGISERVE_THREADS": "3"}, {"reload": True}

@@ -121,6 +121,16 @@ def _project_python(args: argparse.Namespace) -> str:
     return str(venv_python) if venv_python.exists() else sys.executable
 
 
+def _describe_interpreter(python: str) -> str:
+    """Which interpreter ran the project, without the machine's path to it (results are
+    committed)."""
+    try:
+        relative = Path(os.path.abspath(python)).relative_to(REPO_ROOT)
+    except ValueError:
+        return "the harness's own" if python == sys.executable else "given with --python"
+    return "the project's .venv" if relative == Path(".venv/bin/python") else f"{relative}"
+
+
 def _pins(args: argparse.Namespace) -> tuple[list[str], list[str], str]:
     """(server prefix, client prefix, description) for CPU pinning."""
     if args.no_pin or shutil.which("taskset") is None or (os.cpu_count() or 1) < 2:
@@ -168,7 +178,7 @@ def _meta(args: argparse.Namespace, plan: Plan, pin_text: str, wrk_text: str) ->
     return [
         f"{now:%Y-%m-%d %H:%M %Z}; {_cpu_model()}, {os.cpu_count()} CPUs; "
         f"Linux {platform.release()}; harness on Python {platform.python_version()}",
-        f"Project interpreter `{plan.project_python}`: "
+        f"Project interpreter ({_describe_interpreter(plan.project_python)}): "
         + ", ".join(f"{name} {version}" for name, version in project.items()),
         f"Peers (benchmarks/.venv-peers, same Django): {peer_text or 'none selected'}",
         f"One worker process per server, {plan.threads} threads where the server has a "

@@ -5,40 +5,31 @@ Design note: the checks report the problems ``resolve_config()`` would raise for
 checks. They read ``settings.WSGISERVE`` and ``os.environ`` (the command line is not known here),
 and never start anything.
 
-Check ids (``CHECK_IDS`` below is what ``docs/settings.md`` lists):
-
-* ``wsgiserve.E001``: an unknown key in ``settings.WSGISERVE`` or an unknown ``WSGISERVE_*``
-  environment variable (the message suggests the closest option).
-* ``wsgiserve.E002``: a value of the wrong type or out of range.
-* ``wsgiserve.E003``: values that are impossible together (e.g. MAX_REQUESTS_JITTER without
-  MAX_REQUESTS).
-* ``wsgiserve.E004``: ``settings.WSGISERVE`` is not a dict.
-* ``wsgiserve.W001``: ``whitenoise.middleware.WhiteNoiseMiddleware`` is in MIDDLEWARE while STATIC
-  is on: the server serves static files itself, so the middleware only costs time.
-* ``wsgiserve.W002`` (``--deploy`` only): RELOAD is on; the autoreloader is for development.
-* ``wsgiserve.W003``: ``SECURE_PROXY_SSL_HEADER`` disagrees with TRUSTED_PROXIES: it names a
-  header the server does not vet (a client could set it), or no proxy is trusted at all (the
-  server strips X-Forwarded-Proto from everyone, so the setting never applies).
-* ``wsgiserve.W004``: ``USE_X_FORWARDED_HOST``/``USE_X_FORWARDED_PORT`` is on while no proxy is
-  trusted (the server strips those headers from everyone).
+Every check id is declared once, as a ``SystemCheck`` in ``CHECKS`` below, with the problem it
+reports (``docs/settings.md`` lists them from there) and the hint its messages carry; each
+configuration error class of ``config.py`` has its check in ``_CONFIG_ERROR_CHECKS``.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core import checks as django_checks
-from django.core.checks import CheckMessage, Error, register
+from django.core.checks import CheckMessage, register
 
 from django_wsgiserve.config import (
     ConflictingOptionsError,
     InvalidOptionValueError,
     ServerConfig,
+    SettingNotADictError,
     UnknownOptionError,
     config_errors,
+    error_message,
     resolve_config,
+    wsgiserve_setting,
 )
 from django_wsgiserve.errors import ConfigError
 from django_wsgiserve.proxy import FORWARDED_HEADERS, parse_trusted_proxies
@@ -48,43 +39,105 @@ if TYPE_CHECKING:
 
     from django.apps import AppConfig
 
-__all__ = ["CHECK_IDS", "check_config", "check_deploy", "check_proxies", "check_static"]
-
-CHECK_IDS: tuple[tuple[str, str], ...] = (
-    ("wsgiserve.E001", "Unknown key in settings.WSGISERVE or unknown WSGISERVE_* variable."),
-    ("wsgiserve.E002", "A value of the wrong type or out of range."),
-    ("wsgiserve.E003", "Values that are impossible together."),
-    ("wsgiserve.E004", "settings.WSGISERVE is not a dict."),
-    ("wsgiserve.W001", "WhiteNoiseMiddleware is in MIDDLEWARE although STATIC is on."),
-    ("wsgiserve.W002", "RELOAD is on (reported by check --deploy only)."),
-    ("wsgiserve.W003", "SECURE_PROXY_SSL_HEADER disagrees with TRUSTED_PROXIES."),
-    ("wsgiserve.W004", "USE_X_FORWARDED_HOST/PORT is on while no proxy is trusted."),
-)
+__all__ = [
+    "CHECKS",
+    "CHECK_IDS",
+    "SystemCheck",
+    "check_config",
+    "check_deploy",
+    "check_proxies",
+    "check_static",
+]
 
 WHITENOISE_MIDDLEWARE = "whitenoise.middleware.WhiteNoiseMiddleware"
 _DOCS = "See docs/settings.md for every option, its type and its default."
-_IDS_AND_HINTS: tuple[tuple[type[ConfigError], str, str], ...] = (
-    (UnknownOptionError, "wsgiserve.E001", "Remove it or correct its spelling. " + _DOCS),
-    (InvalidOptionValueError, "wsgiserve.E002", "Correct the value. " + _DOCS),
-    (ConflictingOptionsError, "wsgiserve.E003", "Change one of the values. " + _DOCS),
+
+
+@dataclass(frozen=True, slots=True)
+class SystemCheck:
+    """One check id: the problem it reports (for the docs) and its messages' usual hint."""
+
+    id: str
+    problem: str
+    hint: str
+
+    def error(self, message: str, *, hint: str | None = None) -> CheckMessage:
+        """An Error with this id."""
+        return django_checks.Error(message, hint=self.hint if hint is None else hint, id=self.id)
+
+    def warning(self, message: str, *, hint: str | None = None) -> CheckMessage:
+        """A Warning with this id."""
+        return django_checks.Warning(message, hint=self.hint if hint is None else hint, id=self.id)
+
+
+UNKNOWN_OPTION = SystemCheck(
+    "wsgiserve.E001",
+    "Unknown key in settings.WSGISERVE or unknown WSGISERVE_* variable.",
+    "Remove it or correct its spelling. " + _DOCS,
+)
+INVALID_VALUE = SystemCheck(
+    "wsgiserve.E002", "A value of the wrong type or out of range.", "Correct the value. " + _DOCS
+)
+CONFLICTING_OPTIONS = SystemCheck(
+    "wsgiserve.E003", "Values that are impossible together.", "Change one of the values. " + _DOCS
+)
+SETTING_NOT_A_DICT = SystemCheck(
+    "wsgiserve.E004",
+    "settings.WSGISERVE is not a dict.",
+    'Write WSGISERVE = {"BIND": ["127.0.0.1:8000"], ...}. ' + _DOCS,
+)
+REDUNDANT_WHITENOISE = SystemCheck(
+    "wsgiserve.W001",
+    "WhiteNoiseMiddleware is in MIDDLEWARE although STATIC is on.",
+    f"Remove it from MIDDLEWARE, or set WSGISERVE['STATIC'] = False. {_DOCS}",
+)
+RELOAD_IN_DEPLOYMENT = SystemCheck(
+    "wsgiserve.W002",
+    "RELOAD is on (reported by check --deploy only).",
+    "Remove RELOAD from the WSGISERVE setting and the environment in production.",
+)
+UNVETTED_PROXY_SSL_HEADER = SystemCheck(
+    "wsgiserve.W003",
+    "SECURE_PROXY_SSL_HEADER disagrees with TRUSTED_PROXIES.",
+    "Add your proxy's address to TRUSTED_PROXIES, or remove the setting.",
+)
+FORWARDED_WITHOUT_PROXY = SystemCheck(
+    "wsgiserve.W004",
+    "USE_X_FORWARDED_HOST/PORT is on while no proxy is trusted.",
+    "Add your proxy's address to TRUSTED_PROXIES, or turn the setting off.",
+)
+# Every check, in the order docs/settings.md lists them.
+CHECKS: tuple[SystemCheck, ...] = (
+    UNKNOWN_OPTION,
+    INVALID_VALUE,
+    CONFLICTING_OPTIONS,
+    SETTING_NOT_A_DICT,
+    REDUNDANT_WHITENOISE,
+    RELOAD_IN_DEPLOYMENT,
+    UNVETTED_PROXY_SSL_HEADER,
+    FORWARDED_WITHOUT_PROXY,
+)
+CHECK_IDS: tuple[tuple[str, str], ...] = tuple((check.id, check.problem) for check in CHECKS)
+
+_CONFIG_ERROR_CHECKS: tuple[tuple[type[ConfigError], SystemCheck], ...] = (
+    (SettingNotADictError, SETTING_NOT_A_DICT),
+    (UnknownOptionError, UNKNOWN_OPTION),
+    (InvalidOptionValueError, INVALID_VALUE),
+    (ConflictingOptionsError, CONFLICTING_OPTIONS),
 )
 
 
-def _error_from(exc: ConfigError) -> Error:
-    message = f"{exc.option} ({exc.source}): {exc}"
-    for error_class, check_id, hint in _IDS_AND_HINTS:
+def _error_from(exc: ConfigError) -> CheckMessage:
+    for error_class, check in _CONFIG_ERROR_CHECKS:
         if isinstance(exc, error_class):
-            return Error(message, hint=hint, id=check_id)
-    return Error(message, hint=_DOCS, id="wsgiserve.E002")
+            return check.error(error_message(exc))
+    return INVALID_VALUE.error(error_message(exc), hint=_DOCS)
 
 
 def _resolved_config() -> ServerConfig | None:
     """The configuration without command-line options, or None if it has errors."""
-    wsgiserve = getattr(settings, "WSGISERVE", {})
-    if not isinstance(wsgiserve, dict):
-        return None
     try:
-        return resolve_config(wsgiserve, os.environ, {})
+        return resolve_config(wsgiserve_setting(settings), os.environ, {})
     except ConfigError:
         return None  # reported by check_config
 
@@ -92,15 +145,10 @@ def _resolved_config() -> ServerConfig | None:
 @register("wsgiserve")
 def check_config(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
     """E001-E004: the WSGISERVE setting and WSGISERVE_* variables resolve without errors."""
-    wsgiserve = getattr(settings, "WSGISERVE", {})
-    if not isinstance(wsgiserve, dict):
-        return [
-            Error(
-                f"settings.WSGISERVE must be a dict, not {type(wsgiserve).__name__}.",
-                hint='Write WSGISERVE = {"BIND": ["127.0.0.1:8000"], ...}. ' + _DOCS,
-                id="wsgiserve.E004",
-            )
-        ]
+    try:
+        wsgiserve = wsgiserve_setting(settings)
+    except ConfigError as exc:
+        return [_error_from(exc)]
     return [_error_from(exc) for exc in config_errors(wsgiserve, os.environ, {})]
 
 
@@ -112,11 +160,9 @@ def check_static(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list
     if config is None or not config.static or WHITENOISE_MIDDLEWARE not in middleware:
         return []
     return [
-        django_checks.Warning(
+        REDUNDANT_WHITENOISE.warning(
             f"{WHITENOISE_MIDDLEWARE} is no longer needed: with STATIC on, the server serves "
-            "static files itself, before any middleware runs.",
-            hint=f"Remove it from MIDDLEWARE, or set WSGISERVE['STATIC'] = False. {_DOCS}",
-            id="wsgiserve.W001",
+            "static files itself, before any middleware runs."
         )
     ]
 
@@ -128,11 +174,9 @@ def check_deploy(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list
     if config is None or not config.reload:
         return []
     return [
-        django_checks.Warning(
+        RELOAD_IN_DEPLOYMENT.warning(
             f"RELOAD is on ({config.source_of('reload')}): the server restarts whenever Python "
-            "files change, which is meant for development.",
-            hint="Remove RELOAD from the WSGISERVE setting and the environment in production.",
-            id="wsgiserve.W002",
+            "files change, which is meant for development."
         )
     ]
 
@@ -156,21 +200,18 @@ def check_proxies(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> lis
         name = header[0] if isinstance(header, (tuple, list)) and header else str(header)
         if name not in _VETTED_KEYS:
             messages.append(
-                django_checks.Warning(
+                UNVETTED_PROXY_SSL_HEADER.warning(
                     f"SECURE_PROXY_SSL_HEADER names {name}, which the server passes on from any "
                     "client: anyone can make request.is_secure() true.",
                     hint=f"Use ('{_PROTO_KEY}', 'https'), which the server accepts only from "
                     "TRUSTED_PROXIES (it also sets wsgi.url_scheme, so the setting can go).",
-                    id="wsgiserve.W003",
                 )
             )
         elif nobody_trusted:
             messages.append(
-                django_checks.Warning(
+                UNVETTED_PROXY_SSL_HEADER.warning(
                     f"SECURE_PROXY_SSL_HEADER is set but TRUSTED_PROXIES ({source}) trusts no "
-                    f"peer, so the server removes {name} from every request.",
-                    hint="Add your proxy's address to TRUSTED_PROXIES, or remove the setting.",
-                    id="wsgiserve.W003",
+                    f"peer, so the server removes {name} from every request."
                 )
             )
     forwarded = [
@@ -180,11 +221,9 @@ def check_proxies(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> lis
     ]
     if forwarded and nobody_trusted:
         messages.append(
-            django_checks.Warning(
+            FORWARDED_WITHOUT_PROXY.warning(
                 f"{' and '.join(forwarded)} is on but TRUSTED_PROXIES ({source}) trusts no peer, "
-                "so the server removes X-Forwarded-Host and X-Forwarded-Port from every request.",
-                hint="Add your proxy's address to TRUSTED_PROXIES, or turn the setting off.",
-                id="wsgiserve.W004",
+                "so the server removes X-Forwarded-Host and X-Forwarded-Port from every request."
             )
         )
     return messages

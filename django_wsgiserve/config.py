@@ -6,169 +6,79 @@ Design note:
   declaration is the single source of the settings key (``WSGISERVE["MAX_HEADER_BYTES"]``), the
   environment variable (``WSGISERVE_MAX_HEADER_BYTES``), the command-line flag
   (``--max-header-bytes``), the ``--print-config`` table and ``docs/settings.md``
-  (``scripts/gen_settings_doc.py``). There are no aliases.
+  (``scripts/gen_settings_doc.py``). There are no aliases. How a value of each kind is parsed,
+  checked and shown is the kind's codec, in ``options.py``.
 * ``resolve_config(settings, environ, cli)`` is the only place values are merged, lowest to
   highest precedence: defaults < ``settings.WSGISERVE`` < ``WSGISERVE_*`` environment variables <
-  command line. It is pure apart from ``os.cpu_count()`` for ``WORKERS = 0``: the caller (the
-  management command) reads ``django.conf.settings``, ``os.environ`` and argv and passes them in.
+  command line. It is pure: the caller (the management command) reads ``django.conf.settings``
+  (through ``wsgiserve_setting()``), ``os.environ`` and argv and passes them in.
+* ``WORKERS = 0`` means one worker per CPU: ``ServerConfig`` counts them (``os.cpu_count()``)
+  when it is built, so ``config.workers`` is always the number of worker processes.
 * Validation is strict: unknown keys and variables, wrong types, out-of-range values and
   impossible combinations raise a ``ConfigError`` subclass naming the option and the source of
   the value (``source_of()``). ``config_errors()`` collects all of them for the system checks.
 * The object is frozen and built once by the master; workers inherit it through ``fork()``.
   Derived variants use ``dataclasses.replace``, which validates again.
 
-Imports only the stdlib, ``errors``, ``sockets`` and ``proxy``; never Django.
+Imports only the stdlib, ``errors``, ``options``, ``sockets`` and ``proxy``; never Django.
 """
 
 from __future__ import annotations
 
-import argparse
 import difflib
-import enum
-import math
 import os
-import re
 import types
 from dataclasses import dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from django_wsgiserve.errors import ConfigError
+from django_wsgiserve.options import ENV_PREFIX, METADATA_KEY, Kind, Option, option
 from django_wsgiserve.proxy import DEFAULT_TRUSTED_PROXIES, parse_trusted_proxies
 from django_wsgiserve.sockets import BindAddress, parse_bind
 
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Callable, Iterator, Mapping
 
 __all__ = [
-    "ENV_PREFIX",
     "OPTIONS",
     "OPTIONS_BY_NAME",
     "ConflictingOptionsError",
     "InvalidOptionValueError",
-    "Kind",
-    "Option",
     "ServerConfig",
+    "SettingNotADictError",
     "UnknownOptionError",
     "add_arguments",
     "config_errors",
+    "config_table",
     "describe_config",
-    "display_value",
+    "error_message",
     "given_cli_options",
-    "option",
     "resolve_config",
+    "wsgiserve_setting",
 ]
 
-ENV_PREFIX = "WSGISERVE_"
 # Variables the test suite uses for itself (e.g. WSGISERVE_TEST_FILES_DIR) are not options.
 _ENV_IGNORED_PREFIX = "WSGISERVE_TEST_"
-_METADATA_KEY = "django_wsgiserve.option"
-_TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
-_FALSE_WORDS = frozenset({"0", "false", "no", "off"})
-_T = TypeVar("_T")
+
+
+# checks.py reports each of these errors as a system check of its own.
+
+
+class SettingNotADictError(ConfigError):
+    """``settings.WSGISERVE`` is not a dict (so no option is read from it)."""
 
 
 class UnknownOptionError(ConfigError):
-    """A ``WSGISERVE`` key or ``WSGISERVE_*`` variable that is not an option (check E001)."""
+    """A ``WSGISERVE`` key or ``WSGISERVE_*`` variable that is not an option."""
 
 
 class InvalidOptionValueError(ConfigError):
-    """A value of the wrong type or out of range (check E002)."""
+    """A value of the wrong type or out of range."""
 
 
 class ConflictingOptionsError(ConfigError):
-    """Values that are valid alone but impossible together (check E003)."""
-
-
-class Kind(enum.Enum):
-    """The type of an option; the value is the name shown in the docs."""
-
-    INT = "integer"
-    SECONDS = "seconds"
-    BOOL = "boolean"
-    STR = "string"
-    LIST = "list of strings"
-    OCTAL = "octal integer"
-
-
-_EXPECTED = {
-    Kind.INT: "an integer",
-    Kind.SECONDS: "a number of seconds",
-    Kind.BOOL: "True or False (environment: 1/0, true/false, yes/no, on/off)",
-    Kind.STR: "a string",
-    Kind.LIST: "a list of strings (environment: comma-separated)",
-    Kind.OCTAL: "an octal integer such as 0o022 or '022'",
-}
-_METAVARS = {Kind.INT: "N", Kind.SECONDS: "SECONDS", Kind.STR: "TEXT", Kind.OCTAL: "MODE"}
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Option:
-    """One option, as declared on a ``ServerConfig`` field; ``name`` is the field name."""
-
-    name: str
-    kind: Kind
-    default: object
-    doc: str
-    group: str
-    choices: tuple[str, ...] = ()
-    minimum: float | None = None
-    above: float | None = None  # the value must be strictly greater
-    check: Callable[[Any], None] | None = None  # raises ValueError with an operator message
-    metavar: str | None = None
-
-    @property
-    def setting(self) -> str:
-        """The key in ``settings.WSGISERVE``, e.g. ``MAX_HEADER_BYTES``."""
-        return self.name.upper()
-
-    @property
-    def env(self) -> str:
-        """The environment variable, e.g. ``WSGISERVE_MAX_HEADER_BYTES``."""
-        return ENV_PREFIX + self.setting
-
-    @property
-    def flag(self) -> str:
-        """The command-line flag, e.g. ``--max-header-bytes``."""
-        return "--" + self.name.replace("_", "-")
-
-    @property
-    def negative_flag(self) -> str:
-        """``--no-<name>``, the flag that sets a boolean option to False."""
-        return "--no-" + self.name.replace("_", "-")
-
-
-def option(
-    default: _T,
-    *,
-    doc: str,
-    group: str,
-    kind: Kind | None = None,
-    choices: tuple[str, ...] = (),
-    minimum: float | None = None,
-    above: float | None = None,
-    check: Callable[[Any], None] | None = None,
-    metavar: str | None = None,
-) -> _T:
-    """Declare a ``ServerConfig`` field as an option; ``kind`` defaults to the default's type."""
-    declaration = Option(
-        name="",  # filled in from the field name when OPTIONS is built
-        kind=kind or _kind_of(default),
-        default=default,
-        doc=doc,
-        group=group,
-        choices=choices,
-        minimum=minimum,
-        above=above,
-        check=check,
-        metavar=metavar,
-    )
-    result: _T = field(default=default, metadata={_METADATA_KEY: declaration})
-    return result
-
-
-def _kind_of(default: object) -> Kind:
-    kinds = {bool: Kind.BOOL, int: Kind.INT, float: Kind.SECONDS, str: Kind.STR, tuple: Kind.LIST}
-    return kinds[type(default)]
+    """Values that are valid alone but impossible together."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,6 +185,7 @@ class ServerConfig:
     # --- Processes ----------------------------------------------------------------------------
     # gunicorn defaults to 1 worker and recommends 2-4 per CPU for single-threaded workers; ours
     # are threaded, so one per CPU keeps every core busy without multiplying DB connections.
+    # ServerConfig.__post_init__ counts the CPUs for 0 (_one_worker_per_cpu).
     workers: int = option(
         0,
         doc="Worker processes; 0 means one per CPU (os.cpu_count()), counted when the "
@@ -291,8 +202,9 @@ class ServerConfig:
         group=_PROCESSES,
         minimum=1,
     )
-    # Idle connections cost the loop a few KiB, not a thread (DESIGN §3: 10,000 idle keep-alive
-    # connections per worker); gunicorn worker_connections 1000, nginx worker_connections 512.
+    # Idle connections cost the loop a few KiB, not a thread: one worker is meant to hold 10,000
+    # idle keep-alive connections while it keeps serving (benchmarks/connections.py measures it);
+    # gunicorn worker_connections 1000, nginx worker_connections 512.
     max_connections: int = option(
         10000,
         doc="Open connections per worker, idle keep-alive ones included; at the limit the worker "
@@ -557,9 +469,11 @@ class ServerConfig:
         object.__setattr__(self, "sources", types.MappingProxyType(dict(self.sources)))
         for declared in OPTIONS:
             raw = getattr(self, declared.name)
-            value = _convert(declared, raw, self.source_of(declared.name), _coerce)
+            value = _convert(declared, raw, self.source_of(declared.name), declared.codec.coerce)
             if value is not raw:
                 object.__setattr__(self, declared.name, value)
+        if self.workers == 0:
+            object.__setattr__(self, "workers", _one_worker_per_cpu())
         object.__setattr__(self, "addresses", tuple(parse_bind(spec) for spec in self.bind))
         self._check_combinations()
 
@@ -592,10 +506,15 @@ class ServerConfig:
         return self.sources.get(name, "default")
 
 
+def _one_worker_per_cpu() -> int:
+    """What ``WORKERS = 0`` means: one worker per CPU (1 where the count is unknown)."""
+    return os.cpu_count() or 1
+
+
 OPTIONS: tuple[Option, ...] = tuple(
-    replace(item.metadata[_METADATA_KEY], name=item.name)
+    replace(item.metadata[METADATA_KEY], name=item.name)
     for item in fields(ServerConfig)
-    if _METADATA_KEY in item.metadata
+    if METADATA_KEY in item.metadata
 )
 OPTIONS_BY_NAME: Mapping[str, Option] = types.MappingProxyType({o.name: o for o in OPTIONS})
 
@@ -606,89 +525,15 @@ OPTIONS_BY_NAME: Mapping[str, Option] = types.MappingProxyType({o.name: o for o 
 
 
 def _convert(
-    declared: Option, raw: object, source: str, converter: Callable[[Option, Any], object]
+    declared: Option, raw: object, source: str, converter: Callable[[Any], object]
 ) -> object:
     """Convert and validate one value, turning ValueError into an error naming option+source."""
     try:
-        value = converter(declared, raw)
-        _validate(declared, value)
+        value = converter(raw)
+        declared.validate(value)
     except ValueError as exc:
         raise InvalidOptionValueError(str(exc), option=declared.setting, source=source) from exc
     return value
-
-
-def _coerce(declared: Option, value: object) -> object:
-    """Check a Python value (settings, command line, constructor) against the option's kind."""
-    kind = declared.kind
-    if kind is Kind.BOOL and isinstance(value, bool):
-        return value
-    if isinstance(value, bool):
-        pass  # bool is an int subclass: True is not a number of threads
-    elif kind is Kind.INT and isinstance(value, int):
-        return value
-    elif kind is Kind.SECONDS and isinstance(value, (int, float)):
-        if not math.isfinite(value):
-            raise ValueError(f"expected a finite number of seconds, got {value!r}")
-        return float(value)
-    elif kind is Kind.STR and isinstance(value, str):
-        return value
-    elif kind is Kind.LIST and isinstance(value, (list, tuple)):
-        if all(isinstance(item, str) for item in value):
-            return tuple(value)
-    elif kind is Kind.LIST and isinstance(value, str):
-        raise ValueError(f"expected a list of strings, got the string {value!r}: write [{value!r}]")
-    elif kind is Kind.OCTAL and (value is None or isinstance(value, int)):
-        return value
-    elif kind is Kind.OCTAL and isinstance(value, str):
-        return _parse_text(declared, value)
-    raise ValueError(f"expected {_EXPECTED[kind]}, got {type(value).__name__} {value!r}")
-
-
-def _parse_text(declared: Option, text: str) -> object:
-    """Parse an environment variable's (or a command-line argument's) text."""
-    kind, stripped = declared.kind, text.strip()
-    if kind is Kind.STR:
-        return text
-    if kind is Kind.LIST:
-        return tuple(item.strip() for item in text.split(",") if item.strip())
-    if kind is Kind.INT and re.fullmatch(r"[+-]?[0-9]+", stripped):
-        return int(stripped)
-    if kind is Kind.SECONDS:
-        try:
-            seconds = float(stripped)
-        except ValueError:
-            pass
-        else:
-            if math.isfinite(seconds):
-                return seconds
-    if kind is Kind.BOOL and stripped.lower() in _TRUE_WORDS | _FALSE_WORDS:
-        return stripped.lower() in _TRUE_WORDS
-    if kind is Kind.OCTAL:
-        if not stripped or stripped == "None":
-            return None
-        digits = stripped.lower().removeprefix("0o")
-        if re.fullmatch(r"[0-7]+", digits):
-            return int(digits, 8)
-    raise ValueError(f"expected {_EXPECTED[kind]}, got {text!r}")
-
-
-def _coerce_cli(declared: Option, value: object) -> object:
-    """Command-line values arrive as text from argparse, or typed from ``call_command``."""
-    if isinstance(value, str) and declared.kind is not Kind.STR:
-        return _parse_text(declared, value)
-    return _coerce(declared, value)
-
-
-def _validate(declared: Option, value: object) -> None:
-    if declared.choices and value not in declared.choices:
-        raise ValueError(f"expected one of {', '.join(declared.choices)}; got {value!r}")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if declared.minimum is not None and value < declared.minimum:
-            raise ValueError(f"must be at least {declared.minimum:g}, got {value!r}")
-        if declared.above is not None and value <= declared.above:
-            raise ValueError(f"must be greater than {declared.above:g}, got {value!r}")
-    if declared.check is not None:
-        declared.check(value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -702,17 +547,37 @@ def resolve_config(
     cli: Mapping[str, object],
     *,
     cli_sources: Mapping[str, str] | None = None,
+    cli_defaults: Mapping[str, tuple[object, str]] | None = None,
 ) -> ServerConfig:
     """Merge defaults < ``settings`` (the WSGISERVE dict) < ``environ`` < ``cli`` and validate.
 
     ``cli`` maps option names (``"threads"``) to the values the user actually gave on the
     command line; ``cli_sources`` may relabel their source (``{"bind": "command line
-    addrport"}``). ``WORKERS = 0`` becomes ``os.cpu_count()``. Raises the first ``ConfigError``.
+    addrport"}``). ``cli_defaults`` holds ``(value, source)`` for options whose *default* the
+    command line changes, below the settings: runserver's ``--ipv6`` changes only the default
+    address. Raises the first ``ConfigError``.
     """
-    values, sources, errors = _merge(settings, environ, cli, cli_sources or {})
+    values, sources, errors = _merge(settings, environ, cli, cli_sources or {}, cli_defaults or {})
     if errors:
         raise errors[0]
     return _build(values, sources)
+
+
+def wsgiserve_setting(settings: object) -> Mapping[str, object]:
+    """``settings.WSGISERVE`` of a Django settings object (``{}`` when it is not set), the
+    mapping ``resolve_config()`` takes; ``SettingNotADictError`` when it is not a dict."""
+    wsgiserve = getattr(settings, "WSGISERVE", {})
+    if not isinstance(wsgiserve, dict):
+        kind = type(wsgiserve).__name__
+        raise SettingNotADictError(f"settings.WSGISERVE must be a dict, not {kind}.")
+    return wsgiserve
+
+
+def error_message(exc: ConfigError) -> str:
+    """A configuration error for the operator: ``THREADS (environment WSGISERVE_THREADS): ...``."""
+    if exc.option is None:
+        return str(exc)
+    return f"{exc.option} ({exc.source}): {exc}"
 
 
 def config_errors(
@@ -733,8 +598,6 @@ def config_errors(
 
 
 def _build(values: dict[str, Any], sources: dict[str, str]) -> ServerConfig:
-    if values.get("workers", 0) == 0:
-        values["workers"] = os.cpu_count() or 1
     return ServerConfig(**values, sources=sources)
 
 
@@ -743,15 +606,20 @@ def _merge(
     environ: Mapping[str, str],
     cli: Mapping[str, object],
     cli_sources: Mapping[str, str],
+    cli_defaults: Mapping[str, tuple[object, str]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, str], list[ConfigError]]:
     errors: list[ConfigError] = [*_unknown_names(settings, environ, cli)]
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
+    defaults = {name: value for name, (value, _) in (cli_defaults or {}).items()}
     for declared in OPTIONS:
-        layers: tuple[tuple[Mapping[str, Any], str, str, Callable[[Option, Any], object]], ...] = (
-            (settings, declared.setting, f"settings.WSGISERVE[{declared.setting!r}]", _coerce),
-            (environ, declared.env, f"environment {declared.env}", _parse_text),
-            (cli, declared.name, cli_sources.get(declared.name, ""), _coerce_cli),
+        codec = declared.codec
+        default_source = (cli_defaults or {}).get(declared.name, (None, ""))[1]
+        layers: tuple[tuple[Mapping[str, Any], str, str, Callable[[Any], object]], ...] = (
+            (defaults, declared.name, default_source, codec.from_cli),
+            (settings, declared.setting, f"settings.WSGISERVE[{declared.setting!r}]", codec.coerce),
+            (environ, declared.env, f"environment {declared.env}", codec.parse),
+            (cli, declared.name, cli_sources.get(declared.name, ""), codec.from_cli),
         )
         for mapping, key, source, converter in layers:
             if key not in mapping:
@@ -822,30 +690,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         for name in dict.fromkeys(o.group for o in OPTIONS)
     }
     for declared in OPTIONS:
-        group = groups[declared.group]
-        help_text = f"{declared.doc} Default: {display_value(declared, declared.default)}."
-        help_text = help_text.replace("%", "%%")
-        if declared.kind is Kind.BOOL:
-            group.add_argument(
-                declared.flag,
-                dest=declared.name,
-                action=argparse.BooleanOptionalAction,
-                default=None,
-                help=help_text,
-            )
-            continue
-        if declared.choices:
-            metavar = "{" + ",".join(declared.choices) + "}"
-        else:
-            metavar = declared.metavar or _METAVARS.get(declared.kind, "VALUE")
-        group.add_argument(
-            declared.flag,
-            dest=declared.name,
-            action="append" if declared.kind is Kind.LIST else "store",
-            default=None,
-            metavar=metavar,
-            help=help_text,
-        )
+        help_text = f"{declared.doc} Default: {declared.codec.show(declared.default)}."
+        declared.codec.add_argument(groups[declared.group], declared, help_text.replace("%", "%%"))
 
 
 def given_cli_options(options: Mapping[str, object]) -> dict[str, object]:
@@ -853,18 +699,19 @@ def given_cli_options(options: Mapping[str, object]) -> dict[str, object]:
     return {o.name: options[o.name] for o in OPTIONS if options.get(o.name) is not None}
 
 
-def display_value(declared: Option, value: object) -> str:
-    """How a value is written in settings: ``['127.0.0.1:8000']``, ``8``, ``0o22``, ``'json'``."""
-    if isinstance(value, tuple):
-        return repr(list(value))
-    if declared.kind is Kind.OCTAL and isinstance(value, int):
-        return f"{value:#o}"
-    return repr(value)
-
-
 def describe_config(config: ServerConfig) -> list[tuple[str, str, str]]:
     """``(SETTING, value, source)`` for every option, in declaration order (--print-config)."""
     return [
-        (o.setting, display_value(o, getattr(config, o.name)), config.source_of(o.name))
+        (o.setting, o.codec.show(getattr(config, o.name)), config.source_of(o.name))
         for o in OPTIONS
+    ]
+
+
+def config_table(config: ServerConfig) -> list[str]:
+    """``--print-config``: a header and one aligned line per option: name, value, source."""
+    rows = [("OPTION", "VALUE", "SOURCE"), *describe_config(config)]
+    name_width = max(len(row[0]) for row in rows)
+    value_width = max(len(row[1]) for row in rows)
+    return [
+        f"{name:<{name_width}}  {value:<{value_width}}  {source}" for name, value, source in rows
     ]

@@ -35,6 +35,7 @@ __all__ = [
     "InvalidRequestLineError",
     "InvalidTargetError",
     "InvalidUwsgiPacketError",
+    "ListenerError",
     "MissingHostError",
     "ProtocolError",
     "ProxyProtocolError",
@@ -65,6 +66,11 @@ class ConfigError(WsgiServeError):
         super().__init__(message)
         self.option = option
         self.source = source
+
+
+class ListenerError(WsgiServeError):
+    """The listening sockets could not be bound, or taken over from systemd or from a
+    configuration reload; the message says which address and why, for the operator."""
 
 
 class HookError(WsgiServeError):

@@ -43,7 +43,7 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .config import OPTIONS, OPTIONS_BY_NAME, Kind
+from .config import OPTIONS, OPTIONS_BY_NAME
 from .systemd import SD_LISTEN_FDS_START
 
 if TYPE_CHECKING:
@@ -102,11 +102,9 @@ _NOT_FOR_THE_CHECK = frozenset(
 
 
 def config_snapshot(config: ServerConfig) -> dict[str, Any]:
-    """Every option's value as JSON data, keyed by setting name (``{"THREADS": 8, ...}``)."""
-    values = {o.setting: getattr(config, o.name) for o in OPTIONS}
-    # Through JSON, so that a snapshot compares equal to one parsed from a child's output.
-    loaded: dict[str, Any] = json.loads(json.dumps(values))
-    return loaded
+    """Every option's value as JSON data, keyed by setting name (``{"THREADS": 8, ...}``): equal
+    to a snapshot parsed from a child's output."""
+    return {o.setting: o.codec.to_json(getattr(config, o.name)) for o in OPTIONS}
 
 
 def check_output(config: ServerConfig) -> str:
@@ -151,15 +149,11 @@ def describe_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str
 
 def _show(name: str, value: object) -> str:
     declared = OPTIONS_BY_NAME.get(name.lower())
-    if declared is not None and declared.kind is Kind.OCTAL and isinstance(value, int):
-        return f"{value:#o}"
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, list):
-        return repr(value)
-    if isinstance(value, str):
-        return repr(value)
-    return str(value)
+    if declared is not None:
+        with contextlib.suppress(ValueError):
+            return declared.codec.brief(declared.codec.coerce(value))
+    # An option this version does not know (or a value it cannot read): as JSON data.
+    return f"{value:g}" if isinstance(value, float) else repr(value)
 
 
 # -- the checking child --------------------------------------------------------------------------
@@ -324,7 +318,7 @@ class Handover:
             "workers": [list(item) for item in self.workers],
             "next_number": self.next_number,
             "target": self.target,
-            "bind": None if self.bind is None else list(self.bind),
+            "bind": None if self.bind is None else _BIND.to_json(self.bind),
             "unlink": list(self.unlink),
             "changes": list(self.changes),
         }
@@ -344,12 +338,21 @@ class Handover:
                 workers=tuple((int(pid), int(number)) for pid, number in document["workers"]),
                 next_number=int(document["next_number"]),
                 target=None if target is None else int(target),
-                bind=None if bind is None else tuple(str(spec) for spec in bind),
+                bind=None if bind is None else _bind_entries(bind),
                 unlink=tuple(str(path) for path in document["unlink"]),
                 changes=tuple(str(change) for change in document["changes"]),
             )
         except (ValueError, TypeError, KeyError) as exc:
             raise ValueError(f"not a handover: {exc}") from exc
+
+
+_BIND = OPTIONS_BY_NAME["bind"].codec
+
+
+def _bind_entries(data: object) -> tuple[str, ...]:
+    entries = _BIND.coerce(data)  # ValueError unless a list of strings
+    assert isinstance(entries, tuple)
+    return entries
 
 
 def take_handover(environ: MutableMapping[str, str]) -> Handover | None:

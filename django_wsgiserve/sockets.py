@@ -9,6 +9,10 @@ Design note:
   bound are closed and a ``BindError`` (an ``OSError`` carrying the address) is raised;
   ``friendly_bind_error()`` words it the way ``runserver`` does. ``reuse_or_bind_listeners()``
   does the same for a configuration reload, reusing the listeners of addresses kept in BIND.
+* ``open_listeners()`` is what a starting server does: take systemd's sockets, or the ones a
+  configuration reload handed over (``take_over_listeners()``), or bind BIND; its problems are a
+  ``ListenerError`` worded for the operator. ``addrport_to_bind()`` reads runserver's
+  ``addrport`` argument (``8000``, ``0:8000``, ``[::1]:8000``) as a BIND entry.
 * Every listener returned is non-blocking (the worker's loop accepts from a selector) and
   close-on-exec (Python sockets are non-inheritable by default, PEP 446; systemd's fds are made so
   by ``systemd.listen_fds()``). TCP_NODELAY is set per accepted connection by the loop, because
@@ -22,7 +26,7 @@ Design note:
   backlog when the last copy of its socket closes, and between a worker's last ``accept()``
   and its ``close()`` (a few milliseconds of a busy process) new connections keep arriving.
 
-Imports only the stdlib and ``systemd``; never Django.
+Imports only the stdlib, ``errors`` and ``systemd``; never Django.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from django_wsgiserve import systemd
+from django_wsgiserve.errors import ListenerError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, MutableMapping, Sequence
@@ -51,16 +56,19 @@ __all__ = [
     "DEFAULT_HOST",
     "BindAddress",
     "BindError",
+    "addrport_to_bind",
     "bind_listeners",
     "close_listeners",
     "friendly_bind_error",
     "inherited_listeners",
     "listener_url",
+    "open_listeners",
     "parse_bind",
     "raise_file_limit",
     "refuse_new_connections",
     "reuse_or_bind_listeners",
     "share_with_reloader_child",
+    "take_over_listeners",
 ]
 
 logger = logging.getLogger(__name__)
@@ -71,6 +79,17 @@ DEFAULT_HOST = "127.0.0.1"
 
 _UNIX_PREFIX = "unix:"
 _HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})*")
+
+# runserver's addrport syntax (django/core/management/commands/runserver.py).
+_ADDRPORT = re.compile(
+    r"""(?:
+    (?P<addr>
+        (?P<ipv4>\d{1,3}(?:\.\d{1,3}){3}) |         # IPv4 address
+        (?P<ipv6>\[[a-fA-F0-9:]+\]) |               # IPv6 address
+        (?P<fqdn>[a-zA-Z0-9-]+(?:\.[a-zA-Z0-9-]+)*) # FQDN
+    ):)?(?P<port>\d+)""",
+    re.X,
+)
 
 # runserver's wording (django/core/management/commands/runserver.py), so habits carry over.
 _FRIENDLY_ERRORS = {
@@ -136,6 +155,26 @@ def parse_bind(spec: str) -> BindAddress:
     ):
         raise ValueError(f"{spec!r}: {host!r} is not an IPv4 address or host name")
     return BindAddress(family=socket.AF_INET, host=host, port=_parse_port(spec, port_text))
+
+
+def addrport_to_bind(
+    addrport: str, *, default_addr: str, default_addr_ipv6: str, ipv6: bool
+) -> str:
+    """runserver's ``addrport`` ("8000", "0:8000", "[::1]:8000", or our "unix:/path") as a BIND
+    entry; ``ipv6`` is runserver's ``--ipv6``. Raises ValueError with runserver's wording."""
+    if addrport.startswith(_UNIX_PREFIX):
+        return addrport
+    match = _ADDRPORT.fullmatch(addrport)
+    if match is None:
+        raise ValueError(f'"{addrport}" is not a valid port number or address:port pair.')
+    addr, _ipv4, raw_ipv6, fqdn, port = match.groups()
+    if not addr:
+        addr = default_addr_ipv6 if ipv6 else default_addr
+    elif raw_ipv6:
+        addr = addr[1:-1]
+    elif ipv6 and not fqdn:
+        raise ValueError(f'"{addr}" is not a valid IPv6 address.')
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
 
 
 def _is_ipv4_address(text: str) -> bool:
@@ -275,6 +314,65 @@ def close_listeners(listeners: Iterable[socket.socket], *, unlink_unix: bool) ->
                     os.unlink(path)
             except FileNotFoundError:
                 pass
+
+
+def open_listeners(
+    environ: MutableMapping[str, str],
+    bind: Sequence[str],
+    *,
+    backlog: int,
+    is_bind_default: bool,
+    handed_over_bind: Sequence[str] | None = None,
+) -> tuple[list[socket.socket], bool]:
+    """The listeners a starting server serves on, and whether systemd passed them.
+
+    In order: the sockets a configuration reload handed over (``handed_over_bind``: the BIND
+    entries they were bound for, see ``take_over_listeners``); else systemd's (``LISTEN_FDS``,
+    which make BIND moot); else ``bind``, bound now. Raises ``ListenerError``.
+    """
+    try:
+        inherited = inherited_listeners(environ)
+    except ValueError as exc:
+        raise ListenerError(str(exc)) from exc
+    if handed_over_bind is not None:
+        listeners = take_over_listeners(inherited, handed_over_bind, bind, backlog=backlog)
+        return listeners, False
+    if inherited:
+        if not is_bind_default:
+            logger.info("BIND ignored: listening sockets were passed by systemd")
+        return inherited, True
+    try:
+        return bind_listeners([parse_bind(spec) for spec in bind], backlog=backlog), False
+    except BindError as exc:
+        message = friendly_bind_error(exc)
+        raise ListenerError(f"Can't listen at {exc.address}: {message}") from exc
+
+
+def take_over_listeners(
+    listeners: list[socket.socket],
+    handed_over_bind: Sequence[str],
+    bind: Sequence[str],
+    *,
+    backlog: int,
+) -> list[socket.socket]:
+    """The listeners a master bound for ``handed_over_bind`` before it re-executed itself for a
+    configuration reload, listening with ``backlog`` (BACKLOG may be what changed)."""
+    if len(listeners) != len(handed_over_bind):
+        close_listeners(listeners, unlink_unix=False)
+        raise ListenerError(
+            f"The reload handed over {len(listeners)} listening socket(s) for "
+            f"{len(handed_over_bind)} BIND address(es); restart the server."
+        )
+    for sock in listeners:
+        sock.listen(backlog)
+    if tuple(bind) != tuple(handed_over_bind):
+        logger.warning(
+            "BIND changed again while the server reloaded: listening at %s; send SIGHUP "
+            "again to apply %s",
+            ", ".join(handed_over_bind),
+            ", ".join(bind),
+        )
+    return listeners
 
 
 def friendly_bind_error(exc: OSError) -> str:

@@ -71,7 +71,7 @@ if TYPE_CHECKING:
 
     from .http.events import Request
 
-__all__ = ["StaticTable", "build_static_table", "security_headers"]
+__all__ = ["StaticTable", "build_static_table", "describe_static_files", "security_headers"]
 
 logger = logging.getLogger(__name__)
 
@@ -462,6 +462,32 @@ def build_static_table(
     )
     logger.debug("Static table: %d file(s) under %s", len(table), table.prefixes)
     return table
+
+
+def describe_static_files(
+    settings: LazySettings, table: StaticTable | None, *, serve_static: bool, serve_media: bool
+) -> str:
+    """What the workers answer themselves, for the command's banner: off, or what is served."""
+    media = _describe_media(settings) if serve_media else ""
+    if not serve_static:
+        return "off" + media
+    static_root = getattr(settings, "STATIC_ROOT", None)
+    if table is not None and len(table):
+        text = f"{static_root} ({len(table)} URLs)"
+    elif table is not None:  # autorefresh (DEBUG): looked up on disk and in the finders
+        text = f"{static_root or 'STATIC_ROOT not set'}, and the finders (autorefresh)"
+    elif static_root:
+        text = f"{static_root} (empty: run collectstatic)"
+    else:
+        text = "on, but STATIC_ROOT is not set"
+    return text + media
+
+
+def _describe_media(settings: LazySettings) -> str:
+    media_root = getattr(settings, "MEDIA_ROOT", None)
+    if not media_root:
+        return "; media: MEDIA_ROOT is not set"
+    return f"; media: {media_root} at {settings.MEDIA_URL}"
 
 
 def _static_whitenoise(settings: LazySettings) -> WhiteNoise | None:

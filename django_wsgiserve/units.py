@@ -4,8 +4,9 @@ Design note:
 
 * ``render_units(facts)`` is pure: a frozen ``UnitFacts`` in, unit text out, the same bytes
   for the same facts (tests pin it with golden files). ``gather_facts()`` builds the facts from
-  plain values the management command passes in (a few settings, ``os.environ``, the
-  interpreter, the working directory); it reads only the user database (``pwd``/``grp``).
+  plain values (a few settings, ``os.environ``, the interpreter, the working directory); it
+  reads only the user database (``pwd``/``grp``). ``units_for_this_process()`` is what the
+  management command calls: it adds this process's interpreter, ``manage.py`` and directory.
 * The service is ``Type=notify`` with ``NotifyAccess=main``: only the master talks to systemd.
   Reload is ``ExecReload=/bin/kill -HUP $MAINPID`` rather than ``Type=notify-reload``, which
   systemd 252 (Debian 12, RHEL 9) rejects and silently replaces by ``Type=simple``.
@@ -33,10 +34,11 @@ import posixpath
 import pwd
 import re
 import socket
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from django_wsgiserve.config import OPTIONS, Kind
+from django_wsgiserve.config import OPTIONS
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -56,6 +58,7 @@ __all__ = [
     "render_units",
     "unit_name",
     "unit_warnings",
+    "units_for_this_process",
     "writable_paths",
 ]
 
@@ -320,6 +323,32 @@ def _quote_path(path: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def units_for_this_process(
+    config: ServerConfig,
+    settings: Mapping[str, Any],
+    environ: Mapping[str, str],
+    *,
+    name: str | None = None,
+    with_socket: bool = False,
+) -> tuple[str, list[str]]:
+    """The unit text and the warnings for the project this process runs (``manage.py serve
+    --systemd-unit``): its interpreter, its ``manage.py`` (when started by one) and its working
+    directory. ``settings`` as for ``gather_facts``; raises ValueError as it does."""
+    script = os.path.abspath(sys.argv[0]) if sys.argv else ""
+    facts = gather_facts(
+        config,
+        settings,
+        environ,
+        python=sys.executable,
+        python_paths=(os.path.realpath(sys.executable), sys.prefix, sys.base_prefix),
+        manage_py=script if os.path.basename(script) == "manage.py" else None,
+        cwd=os.getcwd(),
+        name=name,
+        with_socket=with_socket,
+    )
+    return render_units(facts), unit_warnings(facts)
+
+
 def gather_facts(
     config: ServerConfig,
     settings: Mapping[str, Any],
@@ -403,19 +432,7 @@ def command_line_arguments(config: ServerConfig, *, with_socket: bool) -> tuple[
             continue
         if with_socket and declared.name == "bind":
             continue  # the .socket unit listens; the server ignores BIND
-        value = getattr(config, declared.name)
-        if declared.kind is Kind.BOOL:
-            arguments.append(declared.flag if value else declared.negative_flag)
-        elif declared.kind is Kind.LIST:
-            for item in value:
-                arguments += [declared.flag, item]
-        elif declared.kind is Kind.OCTAL:
-            if value is not None:
-                arguments += [declared.flag, f"{value:04o}"]
-        elif declared.kind is Kind.SECONDS:
-            arguments += [declared.flag, f"{value:g}"]
-        else:
-            arguments += [declared.flag, str(value)]
+        arguments += declared.codec.arguments(declared, getattr(config, declared.name))
     return tuple(arguments)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 REPO = Path(__file__).resolve().parent.parent
 DOC_PATH = REPO / "docs" / "settings.md"
@@ -20,6 +21,9 @@ if str(REPO) not in sys.path:  # run as a script from a checkout without install
 
 from django_wsgiserve import config  # noqa: E402
 from django_wsgiserve.checks import CHECK_IDS  # noqa: E402
+
+if TYPE_CHECKING:
+    from django_wsgiserve.options import Option
 
 __all__ = ["DOC_PATH", "check", "main", "render"]
 
@@ -109,7 +113,7 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def _constraints(option: config.Option) -> str:
+def _constraints(option: Option) -> str:
     parts = []
     if option.choices:
         parts.append("one of " + ", ".join(f"`{choice}`" for choice in option.choices))
@@ -120,19 +124,17 @@ def _constraints(option: config.Option) -> str:
     return "; ".join(parts)
 
 
-def _flags(option: config.Option) -> str:
-    if option.kind is config.Kind.BOOL:
-        return f"`{option.flag}` / `{option.negative_flag}`"
-    return f"`{option.flag}`"
+def _flags(option: Option) -> str:
+    return " / ".join(f"`{flag}`" for flag in option.flags)
 
 
-def _option_section(option: config.Option) -> list[str]:
+def _option_section(option: Option) -> list[str]:
     rows = [
         ("Setting", f'`WSGISERVE["{option.setting}"]`'),
         ("Environment", f"`{option.env}`"),
         ("Command line", _flags(option)),
         ("Type", option.kind.value),
-        ("Default", f"`{config.display_value(option, option.default)}`"),
+        ("Default", f"`{option.codec.show(option.default)}`"),
     ]
     constraints = _constraints(option)
     if constraints:
@@ -146,7 +148,7 @@ def render() -> str:
     """The whole page, as it should be on disk."""
     lines = [_INTRO, "## All options", "", "| Setting | Type | Default |", "|---|---|---|"]
     for option in config.OPTIONS:
-        default = _cell(config.display_value(option, option.default))
+        default = _cell(option.codec.show(option.default))
         link = option.setting.lower()
         lines.append(f"| [`{option.setting}`](#{link}) | {option.kind.value} | `{default}` |")
     lines.append("")

@@ -1,4 +1,4 @@
-"""Issue 7's targets, checked against the medians of one run, and the summary matrix.
+"""The performance targets, checked against the medians of one run, and the summary matrix.
 
 Targets (one worker, keep-alive, medians):
 
@@ -131,10 +131,10 @@ def check_targets(records: list[RunRecord]) -> list[Target]:
 
 def render_targets(records: list[RunRecord]) -> list[str]:
     lines = [
-        "## Targets (issue 7)",
+        "## Targets",
         "",
         "One worker, medians. Django targets at keep-alive c64 for every Django endpoint "
-        'with an in-process limit (the issue names "Django views"); the endpoint '
+        "with an in-process limit (the targets name Django views); the endpoint "
         "sections below also show keep-alive c1 and Connection: close.",
         "",
         "| target | goal | measured | verdict | detail |",

@@ -1,5 +1,5 @@
 """The prefork master through a real ``manage.py serve``: reloads and resizing under load,
-draining, dead, silent and stuck workers, recycling, and boot failures (issue 3).
+draining, dead, silent and stuck workers, recycling, and boot failures.
 
 Worker pids come from ``/proc/<master>/task/<master>/children`` and from the echo app, which
 reports the pid of the process that answered. Load comes from a few client threads, each doing

@@ -1,6 +1,6 @@
 """SIGHUP reloads the configuration too, through a real ``manage.py serve`` (reexec.py).
 
-The server runs with ``tests.apps.config_settings``, whose ``WSGISERVE`` is read from
+The server runs with ``tests.settings_config``, whose ``WSGISERVE`` is read from
 ``wsgiserve.json`` in the test's directory: a test rewrites the file, sends SIGHUP to the
 master and looks from outside: ``/config`` (``tests.apps.config_probe``) reports the answering
 worker's pid and its number of application threads (THREADS), the ``Server`` header is
@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.integration
 
-SETTINGS = "tests.apps.config_settings"
+SETTINGS = "tests.settings_config"
 
 
 def write_config(directory: Path, **wsgiserve: object) -> None:

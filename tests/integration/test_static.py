@@ -408,7 +408,7 @@ def with_middleware(start_server, project):
     """The same project with WhiteNoiseMiddleware in MIDDLEWARE (wsgiserve.W001)."""
     return start_server(
         "--workers", "1", "--threads", "1",
-        settings="tests.integration.static_settings", cwd=PROJECT, manage=["manage.py"],
+        settings="tests.settings_static", cwd=PROJECT, manage=["manage.py"],
         env=_project_env(project),
     )  # fmt: skip
 
@@ -418,7 +418,7 @@ def middleware_only(start_server, project):
     """WhiteNoiseMiddleware serving (--nostatic): its file responses reach our file_wrapper."""
     return start_server(
         "--workers", "1", "--threads", "1", "--nostatic",
-        settings="tests.integration.static_settings", cwd=PROJECT, manage=["manage.py"],
+        settings="tests.settings_static", cwd=PROJECT, manage=["manage.py"],
         env=_project_env(project),
     )  # fmt: skip
 
@@ -455,7 +455,7 @@ def test_debug_serves_from_the_finders_and_sees_new_files(start_server, project,
     extra.mkdir()
     server = start_server(
         "--workers", "1", "--threads", "1",
-        settings="tests.integration.static_settings", cwd=PROJECT, manage=["manage.py"],
+        settings="tests.settings_static", cwd=PROJECT, manage=["manage.py"],
         env={
             **_project_env(project),
             "TESTPROJECT_DEBUG": "1",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import importlib.util
+import json
 import socket
 from pathlib import Path
 from typing import Any
@@ -122,6 +124,12 @@ def test_workers_zero_means_cpu_count(monkeypatch):
     assert resolve_config({"WORKERS": 3}, {}, {}).workers == 3
     monkeypatch.setattr("os.cpu_count", lambda: None)
     assert resolve_config({}, {}, {}).workers == 1
+
+
+def test_workers_zero_is_counted_by_the_constructor(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 6)
+    assert ServerConfig().workers == 6
+    assert dataclasses.replace(ServerConfig(workers=2), workers=0).workers == 6
 
 
 # -- environment text ---------------------------------------------------------------------------
@@ -435,6 +443,34 @@ def test_cli_flags_resolve():
     assert resolved.timeout == 1.5
 
 
+@pytest.mark.parametrize(
+    ("settings", "environ", "expected", "source"),
+    [
+        pytest.param({}, {}, ("[::1]:8000",), "command line --ipv6", id="changes-the-default"),
+        pytest.param(
+            {"BIND": ["0:80"]}, {}, ("0:80",), "settings.WSGISERVE['BIND']", id="below-settings"
+        ),
+        pytest.param(
+            {}, {"WSGISERVE_BIND": "0:81"}, ("0:81",), "environment WSGISERVE_BIND", id="below-env"
+        ),
+    ],
+)
+def test_cli_defaults(settings, environ, expected, source):
+    cli_defaults = {"bind": (("[::1]:8000",), "command line --ipv6")}
+    resolved = resolve_config(settings, environ, {}, cli_defaults=cli_defaults)
+    assert resolved.bind == expected
+    assert resolved.source_of("bind") == source
+
+
+def test_config_table():
+    header, *lines = config.config_table(resolve_config({}, {}, {"threads": "3"}))
+    assert header.split() == ["OPTION", "VALUE", "SOURCE"]
+    assert len(lines) == len(OPTIONS)
+    threads = next(line for line in lines if line.startswith("THREADS "))
+    assert threads.split() == ["THREADS", "3", "command", "line", "--threads"]
+    assert threads.index("3") == header.index("VALUE")
+
+
 def test_describe_config():
     resolved = resolve_config(
         {"BIND": ["0:80"], "UMASK": 0o022}, {"WSGISERVE_THREADS": "3"}, {"reload": True}
@@ -446,6 +482,33 @@ def test_describe_config():
     assert rows["THREADS"] == ("3", "environment WSGISERVE_THREADS")
     assert rows["RELOAD"] == ("True", "command line --reload")
     assert rows["ACCESS_LOG_FORMAT"] == ("'combined'", "default")
+
+
+# -- one codec per kind: each written form of a value reads back as the value -------------------
+
+_NON_DEFAULTS = {
+    "BIND": ["0:80", "[::1]:8000", "unix:/run/site/http.sock"],
+    "UMASK": 0o027,
+    "TIMEOUT": 2.5,
+    "STATIC": False,
+    "SERVER_HEADER": "a b",
+    "ACCESS_LOG_FORMAT": "json",
+    "THREADS": 3,
+}
+
+
+@pytest.mark.parametrize("declared", [pytest.param(o, id=o.setting) for o in OPTIONS])
+@pytest.mark.parametrize(
+    "wsgiserve", [pytest.param({}, id="default"), pytest.param(_NON_DEFAULTS, id="non-default")]
+)
+def test_each_form_of_a_value_reads_back(declared, wsgiserve):
+    value = getattr(resolve_config(wsgiserve, {}, {}), declared.name)
+    codec = declared.codec
+    # A configuration reload (JSON), settings syntax (docs, --print-config), command line.
+    assert codec.coerce(json.loads(json.dumps(codec.to_json(value)))) == value
+    assert codec.coerce(ast.literal_eval(codec.show(value))) == value
+    from_cli = resolve_config({}, {}, _parse(codec.arguments(declared, value)))
+    assert getattr(from_cli, declared.name) == value
 
 
 # -- the generated page -------------------------------------------------------------------------

@@ -8,16 +8,20 @@ import socket
 
 import pytest
 
+from django_wsgiserve.errors import ListenerError
 from django_wsgiserve.sockets import (
     BindAddress,
     BindError,
+    addrport_to_bind,
     bind_listeners,
     close_listeners,
     friendly_bind_error,
     inherited_listeners,
     listener_url,
+    open_listeners,
     parse_bind,
     refuse_new_connections,
+    take_over_listeners,
 )
 
 INET, INET6, UNIX = socket.AF_INET, socket.AF_INET6, socket.AF_UNIX
@@ -266,3 +270,77 @@ def test_refuse_new_connections_keeps_the_backlog_and_takes_nothing_new():
         queued.close()
         late.close()
         listener.close()
+
+
+# -- runserver's addrport -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("addrport", "ipv6", "expected"),
+    [
+        pytest.param("8000", False, "127.0.0.1:8000", id="port"),
+        pytest.param("8000", True, "[::1]:8000", id="port-ipv6"),
+        pytest.param("0:8000", False, "0:8000", id="zero"),
+        pytest.param("[::]:80", False, "[::]:80", id="ipv6-address"),
+        pytest.param("example.org:80", True, "example.org:80", id="name-with-ipv6"),
+        pytest.param("unix:/run/site.sock", False, "unix:/run/site.sock", id="unix"),
+    ],
+)
+def test_addrport_to_bind(addrport, ipv6, expected):
+    bind = addrport_to_bind(addrport, default_addr="127.0.0.1", default_addr_ipv6="::1", ipv6=ipv6)
+    assert bind == expected
+
+
+@pytest.mark.parametrize(
+    ("addrport", "ipv6", "message"),
+    [
+        pytest.param("nope", False, '"nope" is not a valid port number', id="not-addrport"),
+        pytest.param("1.2.3.4:80", True, '"1.2.3.4" is not a valid IPv6 address', id="v4-as-v6"),
+    ],
+)
+def test_addrport_to_bind_errors(addrport, ipv6, message):
+    with pytest.raises(ValueError, match=message):
+        addrport_to_bind(addrport, default_addr="127.0.0.1", default_addr_ipv6="::1", ipv6=ipv6)
+
+
+# -- opening the listeners of a starting server -------------------------------------------------
+
+
+def test_open_listeners_binds_bind():
+    listeners, inherited = open_listeners({}, ["127.0.0.1:0"], backlog=8, is_bind_default=True)
+    try:
+        assert not inherited
+        assert [sock.getsockname()[0] for sock in listeners] == ["127.0.0.1"]
+    finally:
+        close_listeners(listeners, unlink_unix=True)
+
+
+def test_open_listeners_words_a_bind_error():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        with pytest.raises(ListenerError) as caught:
+            open_listeners({}, [f"127.0.0.1:{port}"], backlog=8, is_bind_default=False)
+    assert str(caught.value) == f"Can't listen at 127.0.0.1:{port}: That port is already in use."
+
+
+def test_take_over_listeners_listens_again(caplog):
+    (sock,) = bind_listeners([parse_bind("127.0.0.1:0")], backlog=1)
+    try:
+        assert take_over_listeners([sock], ["8000"], ["8000"], backlog=64) == [sock]
+        assert caplog.messages == []
+        take_over_listeners([sock], ["8000"], ["8001"], backlog=64)
+        assert caplog.messages == [
+            "BIND changed again while the server reloaded: listening at 8000; send SIGHUP "
+            "again to apply 8001"
+        ]
+    finally:
+        close_listeners([sock], unlink_unix=True)
+
+
+def test_take_over_listeners_needs_one_per_bind_entry():
+    (sock,) = bind_listeners([parse_bind("127.0.0.1:0")], backlog=1)
+    with pytest.raises(ListenerError, match=r"handed over 1 listening socket\(s\) for 2 BIND"):
+        take_over_listeners([sock], ["8000", "8001"], ["8000", "8001"], backlog=64)
+    assert sock.fileno() == -1  # closed: the server cannot use them

@@ -1,5 +1,9 @@
 """testproject's settings with WhiteNoiseMiddleware kept in MIDDLEWARE, and an optional extra
-static directory (TEST_EXTRA_STATIC_DIR), for tests/integration/test_static.py."""
+static directory (TEST_EXTRA_STATIC_DIR), for tests/integration/test_static.py.
+
+The one variant not based on tests.settings: the static-file tests need the realistic project
+(its collected static files and templates), so the server runs from testproject/.
+"""
 
 from __future__ import annotations
 

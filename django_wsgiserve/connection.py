@@ -54,13 +54,13 @@ from .outbox import WOULD_BLOCK, FlushResult, OutputQueue
 from .requestbody import RequestBody
 
 if TYPE_CHECKING:
+    import io
     from collections.abc import Callable
 
     from .context import WorkerContext
-    from .dispatch import Dispatcher
     from .wsgi import EnvironTemplate
 
-__all__ = ["Connection", "ConnectionState", "EventLoop", "ResponseChannel"]
+__all__ = ["Connection", "ConnectionState", "Dispatch", "EventLoop", "ResponseChannel"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +88,16 @@ class EventLoop(Protocol):
     def call_soon_threadsafe(self, callback: Callable[[], None]) -> None: ...
 
     def forget(self, connection: Connection) -> None: ...
+
+
+class Dispatch(Protocol):
+    """Where a complete request goes (``dispatch.Dispatcher``)."""
+
+    def dispatch(
+        self, connection: Connection, request: Request, body: io.IOBase, body_size: int, now: float
+    ) -> None: ...
+
+    def run_in_pool(self, job: Callable[[], None]) -> None: ...
 
 
 class ConnectionState(enum.Enum):
@@ -143,7 +153,7 @@ class Connection:
         *,
         loop: EventLoop,
         context: WorkerContext,
-        dispatcher: Dispatcher,
+        dispatcher: Dispatch,
         template: EnvironTemplate,
     ) -> None:
         limits = context.limits

@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from .errors import ApplicationError, ClientDisconnectedError
 from .http.framing import Framing, choose_framing
 
 if TYPE_CHECKING:
-    from .connection import Connection
-    from .context import StaticResponse
-    from .http.events import Request
+    import threading
 
-__all__ = ["RETRY_AFTER_HEADER", "send_error", "send_static"]
+    from .context import StaticResponse, WorkerContext
+    from .http.events import Request
+    from .outbox import OutputQueue
+
+__all__ = ["RETRY_AFTER_HEADER", "LoopResponder", "send_error", "send_static"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +37,34 @@ logger = logging.getLogger(__name__)
 RETRY_AFTER_HEADER = (("Retry-After", "1"),)
 
 
+class _Sink(Protocol):
+    @property
+    def may_keep_alive(self) -> bool: ...
+
+    def get_date(self) -> bytes: ...
+
+
+class LoopResponder(Protocol):
+    """What these functions need of a connection (``connection.Connection``)."""
+
+    context: WorkerContext
+    peer: tuple[str, str]
+    requests_served: int
+    lock: threading.Lock
+    outbox: OutputQueue
+
+    @property
+    def sink(self) -> _Sink: ...
+
+    def send_from_loop(self, data: bytes) -> None: ...
+
+    def after_response(self, *, keep_alive: bool) -> bool: ...
+
+    def close(self) -> None: ...
+
+
 def send_error(
-    connection: Connection,
+    connection: LoopResponder,
     status_code: int,
     reason: str,
     extra_headers: tuple[tuple[str, str], ...] = (),
@@ -52,7 +80,7 @@ def send_error(
     connection.after_response(keep_alive=False)
 
 
-def send_static(connection: Connection, request: Request, response: StaticResponse) -> bool:
+def send_static(connection: LoopResponder, request: Request, response: StaticResponse) -> bool:
     """Send ``response`` to ``request`` on ``connection``; True when the next request may be
     parsed at once (loop thread)."""
     context = connection.context
@@ -99,7 +127,7 @@ def send_static(connection: Connection, request: Request, response: StaticRespon
 
 
 def _head(
-    connection: Connection,
+    connection: LoopResponder,
     request: Request,
     response: StaticResponse,
     *,

@@ -140,7 +140,7 @@ class Arbiter:
             title=title,
             is_reexecuted=self._is_reexecuted,
         )
-        target = config.workers or os.cpu_count() or 1
+        target = config.workers  # WORKERS 0 was counted (one per CPU) by ServerConfig
         if handover is not None:
             target = handover.target or target
         # Shared connection counts, so that workers take turns accepting (balance.py).

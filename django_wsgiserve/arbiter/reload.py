@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING
 from django_wsgiserve import reexec, sockets
 from django_wsgiserve.arbiter.inbox import HANDLED_SIGNALS
 from django_wsgiserve.arbiter.workers import WorkerState
+from django_wsgiserve.config import OPTIONS_BY_NAME
 from django_wsgiserve.hooks import Hook, Hooks, ReloadOutcome
 
 if TYPE_CHECKING:
@@ -301,11 +302,13 @@ class Reloader:
         (None: systemd's) and the unix paths it drops. Raises BindError."""
         if self._listener_specs is None:  # socket activation: BIND stays ignored
             return list(self._listeners), [], None, ()
-        wanted = tuple(str(spec) for spec in options["BIND"])
+        # The check child's values, read back by each option's own codec.
+        wanted = OPTIONS_BY_NAME["bind"].codec.coerce(options["BIND"])
+        backlog = OPTIONS_BY_NAME["backlog"].codec.coerce(options["BACKLOG"])
+        assert isinstance(wanted, tuple)
+        assert isinstance(backlog, int)
         listeners, fresh = sockets.reuse_or_bind_listeners(
-            list(zip(self._listener_specs, self._listeners, strict=False)),
-            wanted,
-            backlog=int(options["BACKLOG"]),
+            list(zip(self._listener_specs, self._listeners, strict=False)), wanted, backlog=backlog
         )
         kept = {sockets.parse_bind(spec) for spec in wanted}
         dropped = tuple(

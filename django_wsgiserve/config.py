@@ -95,6 +95,11 @@ def _check_bind(value: tuple[str, ...]) -> None:
         raise ValueError(f"{', '.join(duplicates)} given more than once")
 
 
+def _check_metrics_bind(value: str) -> None:
+    if value:
+        parse_bind(value)  # raises ValueError with the operator's message
+
+
 def _check_script_name(value: str) -> None:
     if value and (not value.startswith("/") or value.endswith("/")):
         raise ValueError(f"must be empty or start with '/' and not end with '/', got {value!r}")
@@ -330,6 +335,17 @@ class ServerConfig:
         group=_TIMEOUTS,
         above=0,
     )
+    # Kubernetes removes a terminating pod from its Service endpoints while it sends SIGTERM;
+    # kube-proxies and ingresses learn of it a few seconds later (5-10 s is the usual advice).
+    # Off by default: behind a plain nginx or under systemd nobody needs the wait.
+    drain_delay: float = option(
+        0.0,
+        doc="Seconds between SIGTERM (or SIGINT) and the drain: /readyz on METRICS_BIND "
+        "fails at once and the server keeps serving and accepting meanwhile, so load "
+        "balancers stop sending first. A second signal ends the wait.",
+        group=_TIMEOUTS,
+        minimum=0,
+    )
     # gunicorn graceful_timeout 30; systemd's TimeoutStopSec (default 90) must exceed it.
     graceful_timeout: float = option(
         30.0,
@@ -439,6 +455,16 @@ class ServerConfig:
     )
 
     # --- Logging ------------------------------------------------------------------------------
+    # Off by default: an extra listening socket is the operator's choice, and its address.
+    metrics_bind: str = option(
+        "",
+        doc="Address of the master's own listener (host:port or unix:PATH): /healthz (the "
+        "master runs and a worker serves) and /readyz (200 only while serving, 503 while "
+        "starting, during DRAIN_DELAY and draining). Empty: none.",
+        group=_LOGGING,
+        metavar="ADDRESS",
+        check=_check_metrics_bind,
+    )
     access_log: bool = option(
         True,
         doc="Log one line per response to the django_wsgiserve.access logger.",

@@ -50,6 +50,7 @@ import time
 from typing import TYPE_CHECKING
 
 from django_wsgiserve import sockets
+from django_wsgiserve.arbiter.health import HealthEndpoint, HealthState
 from django_wsgiserve.arbiter.inbox import SignalInbox
 from django_wsgiserve.arbiter.notifier import SystemdNotifier
 from django_wsgiserve.arbiter.process import ProcessSetup
@@ -63,7 +64,7 @@ from django_wsgiserve.arbiter.workers import (
     allowed_cpus,
     balance_table,
 )
-from django_wsgiserve.errors import WorkerExitCode
+from django_wsgiserve.errors import ListenerError, WorkerExitCode
 from django_wsgiserve.hooks import Hook, Hooks
 
 if TYPE_CHECKING:
@@ -148,6 +149,26 @@ class Arbiter:
         self.inbox = SignalInbox()
         self._selector = selectors.DefaultSelector()
         self._selector.register(self.inbox.wakeup_read, selectors.EVENT_READ, self.inbox.on_wakeup)
+        # DRAIN_DELAY: when the drain begins after SIGTERM (None: no stop requested).
+        self._drain_at: float | None = None
+        self._stop_reason = ""
+        self.health_state = HealthState()
+        self.health: HealthEndpoint | None = None
+        if config.metrics_bind:
+            try:
+                self.health = HealthEndpoint(
+                    config.metrics_bind,
+                    state=self.health_state,
+                    selector=self._selector,
+                    clock=clock,
+                )
+            except sockets.BindError as exc:
+                self._selector.close()
+                self.inbox.close()
+                message = sockets.friendly_bind_error(exc)
+                raise ListenerError(
+                    f"METRICS_BIND: can't listen at {exc.address}: {message}"
+                ) from exc
         recipe = WorkerRecipe(
             config=config,
             listeners=self._listeners,
@@ -165,6 +186,7 @@ class Arbiter:
             balance=balance,
             cpus=allowed_cpus() if config.cpu_affinity else (),
             master_fds=(self._selector.fileno(), self.inbox.wakeup_read, self.inbox.wakeup_write),
+            more_fds=self.health.fds if self.health is not None else tuple,
             clock=clock,
         )
         self.notifier = SystemdNotifier(environ, now=self.now, kill_grace_s=KILL_GRACE_S)
@@ -210,17 +232,23 @@ class Arbiter:
         unix socket files a reload dropped, the selector, the wake-up pipe, the PIDFILE."""
         sockets.close_listeners(self._listeners, unlink_unix=self._unlink_unix)
         self.reloader.unlink_dropped_paths()
+        if self.health is not None:
+            self.health.close()
         self._selector.close()
         self.inbox.close()
         self.process.remove_pidfile()
 
     def _run_once(self) -> None:
         timeout = self.notifier.select_timeout(self.now, _LOOP_TIMEOUT_S)
+        if self._drain_at is not None:
+            timeout = max(0.0, min(timeout, self._drain_at - self.now))
         for key, _mask in self._selector.select(timeout):
             key.data()
         self.now = self._clock()
         for signum in self.inbox.take():
             self._dispatch_signal(signum)
+        if self._drain_at is not None and self.now >= self._drain_at:
+            self._begin_drain(self._stop_reason)
         self._reap()
         if self.state is ArbiterState.RUNNING:
             self.reloader.poll(self.now)
@@ -233,6 +261,7 @@ class Arbiter:
         elif not self.workers:
             self.state = ArbiterState.STOPPED
         self._report_progress()
+        self._report_health()
 
     def _dispatch_signal(self, signum: int) -> None:
         name = signal.Signals(signum).name[3:].lower()
@@ -247,13 +276,13 @@ class Arbiter:
             self.reloader.begin(self.now)
 
     def _handle_term(self) -> None:
-        self._begin_drain("SIGTERM")
+        self._stop_after_delay("SIGTERM")
 
     def _handle_int(self) -> None:
         if self.state is ArbiterState.DRAINING:
             self._stop_now("second SIGINT")
         else:
-            self._begin_drain("SIGINT")
+            self._stop_after_delay("SIGINT")
 
     def _handle_quit(self) -> None:
         self._stop_now("SIGQUIT")
@@ -312,7 +341,27 @@ class Arbiter:
 
     # -- stopping --------------------------------------------------------------------------
 
+    def _stop_after_delay(self, reason: str) -> None:
+        """TERM/INT: the drain begins after DRAIN_DELAY, during which readiness fails and the
+        server goes on serving; a second signal begins it at once."""
+        delay = self.config.drain_delay
+        if self.state is not ArbiterState.RUNNING:
+            return
+        if delay <= 0 or self._drain_at is not None:
+            self._begin_drain(reason)
+            return
+        logger.info(
+            "Stopping (%s): still serving for %.1f s (DRAIN_DELAY) while readiness fails, "
+            "then draining",
+            reason,
+            delay,
+        )
+        self._drain_at = self.now + delay
+        self._stop_reason = reason
+        self.notifier.status(f"stopping in {delay:.1f} s (DRAIN_DELAY); {self._urls()}")
+
     def _begin_drain(self, reason: str) -> None:
+        self._drain_at = None
         if self.state is not ArbiterState.RUNNING:
             return
         logger.info(
@@ -359,6 +408,24 @@ class Arbiter:
             else:
                 self.notifier.status(status)
         self.notifier.tick(self.now, is_draining=self.state is not ArbiterState.RUNNING)
+
+    def _report_health(self) -> None:
+        """What /healthz and /readyz answer (health.py)."""
+        ready = self.workers.count(WorkerState.READY) + self.workers.count(WorkerState.RETIRING)
+        state = self.health_state
+        state.is_alive = ready > 0
+        if self.state is not ArbiterState.RUNNING:
+            state.ready_reason = "draining"
+        elif self._drain_at is not None:
+            state.ready_reason = "stopping (DRAIN_DELAY)"
+        elif not self._is_ready_notified:
+            state.ready_reason = "starting"
+        elif not ready:
+            state.ready_reason = "no worker ready"
+        else:
+            state.ready_reason = ""
+        if self.health is not None:
+            self.health.check_deadlines(self.now)
 
     def _urls(self) -> str:
         urls = []

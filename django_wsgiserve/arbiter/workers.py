@@ -143,6 +143,7 @@ class WorkerTable:
         balance: BalanceTable | None = None,
         cpus: Sequence[int] = (),
         master_fds: Sequence[int] = (),
+        more_fds: Callable[[], Sequence[int]] = tuple,
         clock: Callable[[], float] = time.monotonic,
         fork: Callable[[], int] = os.fork,
         kill: Callable[[int, int], None] = _send_signal,
@@ -150,7 +151,8 @@ class WorkerTable:
         """``selector``: the master's, which watches each heartbeat pipe; ``balance``: the
         accept balance table (``balance_table``); ``cpus``: those to pin workers to
         (CPU_AFFINITY); ``master_fds``: the master's descriptors a child must close (its
-        selector's, its wake-up pipe), besides the heartbeat pipes."""
+        selector's, its wake-up pipe), besides the heartbeat pipes; ``more_fds()``: those that
+        come and go (the METRICS_BIND listener's connections)."""
         self.recipe = recipe
         self._selector = selector
         self._target = target
@@ -158,6 +160,7 @@ class WorkerTable:
         self._balance = balance
         self._cpus = list(cpus)
         self._master_fds = list(master_fds)
+        self._more_fds = more_fds
         self._clock = clock
         self._fork = fork
         self._kill = kill
@@ -312,7 +315,7 @@ class WorkerTable:
     def _own_fds(self) -> list[int]:
         """The master's descriptors a child must close."""
         channels = [p.channel_fd for p in self._workers.values() if p.channel_fd >= 0]
-        return [*self._master_fds, *channels]
+        return [*self._master_fds, *self._more_fds(), *channels]
 
     # -- what workers say --------------------------------------------------------------------
 

@@ -68,6 +68,9 @@ def _recorder(name: str) -> Any:
         if name == "worker_starting":
             if (_directory() / "fail-worker-starting").exists():
                 raise RuntimeError("worker_starting failed on purpose")
+            slow = _directory() / "slow-worker-starting"
+            if slow.exists():  # a slow boot: seconds to sleep (the readiness tests)
+                time.sleep(float(slow.read_text()))
             start_ticking_thread("telemetry-exporter")
 
     receiver.__qualname__ = f"record_{name}"

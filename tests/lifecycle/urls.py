@@ -8,6 +8,7 @@ from . import views
 
 urlpatterns = [
     path("state", views.state),
+    path("echo", views.echo),
     path("stream", views.stream),
     path("error", views.error),
 ]

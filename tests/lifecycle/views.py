@@ -8,6 +8,7 @@ import time
 from typing import TYPE_CHECKING
 
 from django.http import JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
 
 from . import receivers
 
@@ -25,6 +26,12 @@ def state(request: HttpRequest) -> JsonResponse:
             "ticks": receivers.TICKS["count"],
         }
     )
+
+
+@csrf_exempt
+def echo(request: HttpRequest) -> JsonResponse:
+    """The body's length and the answering pid, for tests/keepalive.py's load."""
+    return JsonResponse({"body_length": len(request.body), "pid": os.getpid()})
 
 
 def stream(request: HttpRequest) -> StreamingHttpResponse:

@@ -272,21 +272,24 @@ class Command(BaseCommand):
         the application could not be imported). ``load_application`` runs in each new worker."""
         from django_wsgiserve.arbiter import Arbiter
 
-        arbiter = Arbiter(
-            config,
-            listeners,
-            load_application=load_application,
-            preloaded=application,
-            app_name=str(getattr(settings, "WSGI_APPLICATION", "") or ""),
-            title=f"[{settings.SETTINGS_MODULE}]",
-            unlink_unix=not inherited,
-            environ=os.environ,
-            static=self.static_table,
-            rebuild_static=functools.partial(self.get_static_table, config),
-            reload_command=self.reload_command(),
-            handover=handover,
-            hooks=self.hooks,
-        )
+        try:
+            arbiter = Arbiter(
+                config,
+                listeners,
+                load_application=load_application,
+                preloaded=application,
+                app_name=str(getattr(settings, "WSGI_APPLICATION", "") or ""),
+                title=f"[{settings.SETTINGS_MODULE}]",
+                unlink_unix=not inherited,
+                environ=os.environ,
+                static=self.static_table,
+                rebuild_static=functools.partial(self.get_static_table, config),
+                reload_command=self.reload_command(),
+                handover=handover,
+                hooks=self.hooks,
+            )
+        except ListenerError as exc:  # METRICS_BIND cannot be listened at
+            raise CommandError(str(exc), returncode=2) from exc
         code = arbiter.run()
         if code:
             raise CommandError(arbiter.failure or f"The server failed ({code}).", returncode=code)

@@ -86,6 +86,7 @@ from . import reexec, sockets, systemd, worker
 from .balance import BalanceTable
 from .errors import WorkerExitCode
 from .hooks import Hook, Hooks, ReloadOutcome
+from .protocols import protocol_of
 
 if TYPE_CHECKING:
     import socket
@@ -446,7 +447,10 @@ class Arbiter:
             ", ".join(str(p.pid) for p in alive) or "none",
         )
         environ = reexec.exec_environ(
-            self._environ, listener_count=len(listeners), handover=handover
+            self._environ,
+            listener_count=len(listeners),
+            handover=handover,
+            fd_names=[protocol_of(sock).value for sock in listeners],
         )
         is_new_pidfile = options.get("PIDFILE") != self.config.pidfile
         if is_new_pidfile:

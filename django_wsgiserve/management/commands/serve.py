@@ -64,6 +64,7 @@ from django_wsgiserve.config import (
 )
 from django_wsgiserve.errors import ConfigError
 from django_wsgiserve.hooks import Hook, Hooks, start_worker
+from django_wsgiserve.protocols import with_protocol
 
 if TYPE_CHECKING:
     import socket
@@ -436,6 +437,11 @@ class Command(BaseCommand):
             )
         for sock in listeners:
             sock.listen(config.backlog)  # BACKLOG may be what changed
+        # Each keeps the protocol of its BIND entry (a uwsgi: or fastcgi: prefix).
+        listeners = [
+            with_protocol(sock, sockets.parse_bind(spec).protocol)
+            for sock, spec in zip(listeners, bind, strict=True)
+        ]
         if config.bind != bind:
             logger.warning(
                 "BIND changed again while the server reloaded: listening at %s; send SIGHUP "

@@ -16,8 +16,8 @@ from django_wsgiserve.gatewayconn import FastCGIPeerConnection, UwsgiConnection
 from django_wsgiserve.server import build_server
 from django_wsgiserve.wsgi import EnvironTemplate, FileWrapper
 from tests.fastcgi import encoder as fcgi
-from tests.uwsgi import encoder as uwsgi
 from tests.unit.test_connection_fuzz import FakeClock, SyncPool
+from tests.uwsgi import encoder as uwsgi
 
 STDOUT, END_REQUEST, GET_VALUES_RESULT = 6, 3, 10
 KEEP_CONN = 1

@@ -141,7 +141,10 @@ class ServerConfig:
     bind: tuple[str, ...] = option(
         ("127.0.0.1:8000",),
         doc="Addresses to listen on: HOST:PORT, [IPv6]:PORT, PORT (on 127.0.0.1) or "
-        "unix:/path/to.sock. Ignored when systemd passes listening sockets (socket activation).",
+        "unix:/path/to.sock, each speaking HTTP, or the uwsgi or FastCGI protocol with a "
+        "uwsgi: or fastcgi: prefix (uwsgi:unix:/run/app.sock, fastcgi:127.0.0.1:9000) for "
+        "nginx's uwsgi_pass and fastcgi_pass. Ignored when systemd passes listening sockets "
+        "(socket activation; FileDescriptorName=uwsgi or fastcgi chooses the protocol there).",
         group=_SOCKETS,
         check=_check_bind,
         metavar="ADDRESS",

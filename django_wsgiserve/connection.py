@@ -42,7 +42,7 @@ import logging
 import socket
 import ssl
 import threading
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import tls
 from .errors import ClientDisconnectedError, ProtocolError, ProxyProtocolError
@@ -60,7 +60,14 @@ if TYPE_CHECKING:
     from .context import WorkerContext
     from .wsgi import EnvironTemplate
 
-__all__ = ["Connection", "ConnectionState", "Dispatch", "EventLoop", "ResponseChannel"]
+__all__ = [
+    "Connection",
+    "ConnectionState",
+    "Dispatch",
+    "EventLoop",
+    "InputParser",
+    "ResponseChannel",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -94,10 +101,28 @@ class Dispatch(Protocol):
     """Where a complete request goes (``dispatch.Dispatcher``)."""
 
     def dispatch(
-        self, connection: Connection, request: Request, body: io.IOBase, body_size: int, now: float
+        self,
+        connection: Connection,
+        request: Request,
+        body: io.IOBase,
+        body_size: int,
+        now: float,
+        gateway: Any = None,
     ) -> None: ...
 
     def run_in_pool(self, job: Callable[[], None]) -> None: ...
+
+
+class InputParser(Protocol):
+    """What the connection machinery needs of a protocol's parser (HTTP's ``RequestParser``,
+    uwsgi's and FastCGI's); the protocol's own ``process()`` pulls its events."""
+
+    @property
+    def buffered_bytes(self) -> int: ...
+
+    def feed(self, data: bytes) -> None: ...
+
+    def feed_eof(self) -> None: ...
 
 
 class ConnectionState(enum.Enum):
@@ -120,6 +145,7 @@ class Connection:
     __slots__ = (
         "_body",
         "_dispatcher",
+        "_input",
         "_is_handshaking",
         "_loop",
         "_parser",
@@ -155,7 +181,9 @@ class Connection:
         context: WorkerContext,
         dispatcher: Dispatch,
         template: EnvironTemplate,
+        parser: InputParser | None = None,
     ) -> None:
+        """``parser``: another protocol's parser (``gateway.py``); HTTP's by default."""
         limits = context.limits
         self.sock = sock
         self.fd = sock.fileno()
@@ -164,12 +192,15 @@ class Connection:
         self.context = context
         self._loop = loop
         self._dispatcher = dispatcher
-        self._parser = RequestParser(
-            max_request_line=limits.max_request_line,
-            max_headers=limits.max_headers,
-            max_header_bytes=limits.max_header_bytes,
-            max_body_bytes=limits.max_body_bytes,
-        )
+        if parser is None:
+            self._parser = RequestParser(
+                max_request_line=limits.max_request_line,
+                max_headers=limits.max_headers,
+                max_header_bytes=limits.max_header_bytes,
+                max_body_bytes=limits.max_body_bytes,
+            )
+            parser = self._parser
+        self._input = parser  # the same object, as the machinery shared by protocols sees it
         self.lock = threading.Lock()
         self.writable = threading.Condition(self.lock)  # the loop flushed: a writer may go on
         self.state = ConnectionState.READING
@@ -203,7 +234,7 @@ class Connection:
         return (
             self.state is ConnectionState.READING
             and self._request is None
-            and self._parser.buffered_bytes == 0
+            and self._input.buffered_bytes == 0
             and not self._is_handshaking
         )
 
@@ -240,10 +271,10 @@ class Connection:
                     self._read_while_busy(data)
                     return
         if data:
-            self._parser.feed(data)
+            self._input.feed(data)
         else:
             self.peer_closed = True
-            self._parser.feed_eof()
+            self._input.feed_eof()
         self.process()
 
     def _handshake(self) -> None:
@@ -287,12 +318,12 @@ class Connection:
     def _read_while_busy(self, data: bytes) -> None:
         """Keep what a client pipelines while its request runs (loop thread, lock held)."""
         if data:
-            self._parser.feed(data)
-            if self._parser.buffered_bytes < PIPELINE_READ_LIMIT:
+            self._input.feed(data)
+            if self._input.buffered_bytes < PIPELINE_READ_LIMIT:
                 return
         else:
             self.peer_closed = True
-            self._parser.feed_eof()
+            self._input.feed_eof()
         self._loop.set_interest(self, read=False, write=self.is_writing_enabled)
 
     def process(self) -> None:
@@ -325,7 +356,7 @@ class Connection:
         limits = self.context.limits
         if self._request is not None:
             self.deadline = now + limits.body_timeout
-        elif self._parser.buffered_bytes and self.deadline is not None:
+        elif self._input.buffered_bytes and self.deadline is not None:
             # The head has started: it must be complete within HEADER_TIMEOUT of now at most.
             self.deadline = min(self.deadline, now + limits.header_timeout)
         if self.peer_closed:
@@ -416,7 +447,7 @@ class Connection:
     @property
     def is_reading_quietly(self) -> bool:
         """Watched for reading, with nothing buffered and the peer still there (lock held)."""
-        return self.is_reading_enabled and not self.peer_closed and self._parser.buffered_bytes == 0
+        return self.is_reading_enabled and not self.peer_closed and self._input.buffered_bytes == 0
 
     def limit_idle_deadline(self, latest: float) -> None:
         """A draining loop gives an idle connection until ``latest`` at most (loop thread)."""

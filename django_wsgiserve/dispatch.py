@@ -21,6 +21,7 @@ import socket
 import threading
 from typing import TYPE_CHECKING, Any
 
+from .gateway import GatewayRequestCycle, build_environ
 from .wsgi import EnvironTemplate, RequestCycle
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from .config import ServerConfig
     from .connection import Connection
     from .context import WorkerContext
+    from .gateway import GatewayRequest
     from .http.events import Request
     from .pool import ThreadPool
     from .wsgi import WSGIApplication
@@ -66,9 +68,17 @@ class Dispatcher:
         self.in_flight: dict[int, tuple[bytes, bytes, float]] = {}
 
     def dispatch(
-        self, connection: Connection, request: Request, body: io.IOBase, body_size: int, now: float
+        self,
+        connection: Connection,
+        request: Request,
+        body: io.IOBase,
+        body_size: int,
+        now: float,
+        gateway: GatewayRequest | None = None,
     ) -> None:
-        """Hand a complete request to the pool, or refuse it if the queue is full (loop thread)."""
+        """Hand a complete request to the pool, or refuse it if the queue is full (loop thread).
+        ``gateway``: a uwsgi or FastCGI request, of which ``request`` is the view
+        (``gateway.py``); its environ comes from its CGI variables."""
         if self._pool.pending >= self._max_pending:
             body.close()
             self._reject_overloaded(connection, now)
@@ -82,24 +92,64 @@ class Dispatcher:
             ident = threading.get_ident()
             in_flight[ident] = (request.method, request.target, now)
             try:
-                environ = connection.template.build(request, body, body_size, connection.peer)
-                context.proxies.apply(environ)
-                RequestCycle(
-                    app=self._application,
-                    environ=environ,
-                    request=request,
-                    sink=connection.sink,
-                    writer=context.writer,
-                    get_date=connection.sink.get_date,
-                    access_log=context.access_log,
-                    keep_alive=keep_alive,
-                    started=now,
-                ).run()
+                if gateway is None:
+                    environ = connection.template.build(request, body, body_size, connection.peer)
+                    context.proxies.apply(environ)
+                    RequestCycle(
+                        app=self._application,
+                        environ=environ,
+                        request=request,
+                        sink=connection.sink,
+                        writer=context.writer,
+                        get_date=connection.sink.get_date,
+                        access_log=context.access_log,
+                        keep_alive=keep_alive,
+                        started=now,
+                    ).run()
+                else:
+                    self._run_gateway(
+                        connection, request, gateway, body, body_size, keep_alive, now
+                    )
             finally:
                 del in_flight[ident]
                 body.close()
 
         self._pool.submit(run_request)
+
+    def _run_gateway(
+        self,
+        connection: Connection,
+        request: Request,
+        gateway: GatewayRequest,
+        body: io.IOBase,
+        body_size: int,
+        keep_alive: bool,
+        now: float,
+    ) -> None:
+        """Run a uwsgi or FastCGI request (pool thread)."""
+        context = self._context
+        peer = connection.peer
+        environ = build_environ(
+            connection.template,
+            gateway.variables,
+            body,
+            body_size,
+            peer,
+            is_trusted=context.proxies.is_trusted(peer[0]),
+        )
+        context.proxies.apply(environ)
+        GatewayRequestCycle(
+            head_writer=gateway.head_writer,
+            app=self._application,
+            environ=environ,
+            request=request,
+            sink=connection.sink,
+            writer=context.writer,
+            get_date=connection.sink.get_date,
+            access_log=context.access_log,
+            keep_alive=keep_alive,
+            started=now,
+        ).run()
 
     def run_in_pool(self, job: Callable[[], None]) -> None:
         """Run ``job`` in a pool thread, e.g. a response's close() after its file was sent

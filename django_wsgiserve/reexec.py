@@ -369,14 +369,21 @@ def take_handover(environ: MutableMapping[str, str]) -> Handover | None:
 
 
 def exec_environ(
-    environ: Mapping[str, str], *, listener_count: int, handover: Handover
+    environ: Mapping[str, str],
+    *,
+    listener_count: int,
+    handover: Handover,
+    fd_names: Sequence[str] = (),
 ) -> dict[str, str]:
     """The environment of the new image: ``environ`` plus the sd_listen_fds(3) variables for the
-    listeners at fds 3.. and the handover."""
+    listeners at fds 3.. and the handover. ``fd_names`` are the listeners' protocol names
+    (``protocols.py``: ``uwsgi``, ``fastcgi``), which systemd's sockets keep across the
+    re-execution this way; the others are named ``wsgiserve`` (HTTP)."""
     env = {key: value for key, value in environ.items() if key != "LISTEN_PIDFDID"}
     env["LISTEN_PID"] = str(os.getpid())
     env["LISTEN_FDS"] = str(listener_count)
-    env["LISTEN_FDNAMES"] = ":".join([_FD_NAME] * listener_count)
+    names = [*fd_names, *[_FD_NAME] * (listener_count - len(fd_names))]
+    env["LISTEN_FDNAMES"] = ":".join(names[:listener_count])
     env[HANDOVER_VARIABLE] = handover.encode()
     return env
 

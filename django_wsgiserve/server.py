@@ -4,8 +4,9 @@ Design note. ``build_server()`` is the one place that knows every piece: it buil
 ``WorkerContext`` from the configuration, the ``Loop`` (sockets and timers only), the
 ``Dispatcher`` (the hand-off to the thread pool), and for each listener a factory that turns an
 accepted socket into a ``Connection`` (with TLS wrapping when CERTFILE is set, and the
-listener's environ template). ``worker.serve()`` runs the result; tests build one around a
-fake clock and a synchronous pool.
+listener's environ template), or, on a uwsgi or FastCGI listener (``protocols.py``), into a
+connection of that protocol (``gatewayconn.py``). ``worker.serve()`` runs the result; tests
+build one around a fake clock and a synchronous pool.
 
 Never imports Django.
 """
@@ -21,7 +22,9 @@ from . import tls
 from .connection import Connection
 from .context import WorkerContext
 from .dispatch import Dispatcher, environ_template
+from .gatewayconn import FastCGIPeerConnection, UwsgiConnection
 from .loop import Loop
+from .protocols import ListenerProtocol, protocol_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -31,7 +34,7 @@ if TYPE_CHECKING:
     from .config import ServerConfig
     from .context import StaticResponder
     from .pool import ThreadPool
-    from .wsgi import WSGIApplication
+    from .wsgi import EnvironTemplate, WSGIApplication
 
 __all__ = ["WorkerServer", "build_server"]
 
@@ -86,6 +89,21 @@ def build_server(
     for sock in listeners:
         template = environ_template(sock, config, multiprocess=multiprocess, stats=context.stats)
         is_unix = sock.family == socket.AF_UNIX
+        protocol = protocol_of(sock)
+        if protocol is not ListenerProtocol.HTTP:
+            loop.add_listener(
+                sock,
+                gateway_factory(
+                    protocol,
+                    config=config,
+                    loop=loop,
+                    context=context,
+                    dispatcher=dispatcher,
+                    template=template,
+                    is_unix=is_unix,
+                ),
+            )
+            continue
 
         def make_connection(
             client: socket.socket, address: Any, template: Any = template, is_unix: bool = is_unix
@@ -102,3 +120,37 @@ def build_server(
 
         loop.add_listener(sock, make_connection)
     return WorkerServer(loop=loop, dispatcher=dispatcher, context=context)
+
+
+def gateway_factory(
+    protocol: ListenerProtocol,
+    *,
+    config: ServerConfig,
+    loop: Loop,
+    context: WorkerContext,
+    dispatcher: Dispatcher,
+    template: EnvironTemplate,
+    is_unix: bool,
+) -> Callable[[socket.socket, Any], Connection]:
+    """The connection factory of a uwsgi or FastCGI listener (``gatewayconn.py``). TLS is not
+    spoken there: the peer is a web server next to us."""
+
+    def make_connection(client: socket.socket, address: Any) -> Connection:
+        peer = ("", "") if is_unix else (address[0], str(address[1]))
+        if protocol is ListenerProtocol.UWSGI:
+            return UwsgiConnection(
+                client, peer, loop=loop, context=context, dispatcher=dispatcher, template=template
+            )
+        return FastCGIPeerConnection(
+            client,
+            peer,
+            loop=loop,
+            context=context,
+            dispatcher=dispatcher,
+            template=template,
+            # Answered to FCGI_GET_VALUES (FCGI_MAX_CONNS, FCGI_MAX_REQS).
+            max_conns=config.max_connections,
+            max_reqs=config.threads,
+        )
+
+    return make_connection

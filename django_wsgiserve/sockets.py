@@ -43,11 +43,18 @@ import socket
 import stat
 import struct
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from django_wsgiserve import systemd
 from django_wsgiserve.errors import ListenerError
+from django_wsgiserve.protocols import (
+    ListenerProtocol,
+    protocol_of,
+    protocol_of_fd_name,
+    split_protocol,
+    with_protocol,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, MutableMapping, Sequence
@@ -101,19 +108,22 @@ _FRIENDLY_ERRORS = {
 
 @dataclass(frozen=True, slots=True)
 class BindAddress:
-    """One parsed ``BIND`` entry: a TCP host and port, or a unix socket path."""
+    """One parsed ``BIND`` entry: a TCP host and port, or a unix socket path, and the
+    protocol its peers speak (``protocols.py``)."""
 
     family: socket.AddressFamily
     host: str = ""
     port: int = 0
     path: str = ""
+    protocol: ListenerProtocol = ListenerProtocol.HTTP
 
     def __str__(self) -> str:
+        prefix = self.protocol.prefix
         if self.family == socket.AF_UNIX:
-            return _UNIX_PREFIX + self.path
+            return prefix + _UNIX_PREFIX + self.path
         if self.family == socket.AF_INET6:
-            return f"[{self.host}]:{self.port}"
-        return f"{self.host}:{self.port}"
+            return f"{prefix}[{self.host}]:{self.port}"
+        return f"{prefix}{self.host}:{self.port}"
 
 
 class BindError(OSError):
@@ -125,11 +135,18 @@ class BindError(OSError):
 
 
 def parse_bind(spec: str) -> BindAddress:
-    """Parse ``HOST:PORT``, ``[IPv6]:PORT``, ``PORT`` or ``unix:/path/to.sock``.
+    """Parse ``HOST:PORT``, ``[IPv6]:PORT``, ``PORT`` or ``unix:/path/to.sock``, each
+    optionally after a protocol prefix, ``uwsgi:`` or ``fastcgi:`` (``protocols.py``).
 
     A bare port listens on ``127.0.0.1``; host ``0`` means ``0.0.0.0`` (a runserver habit).
     Host names are accepted and bound as IPv4, like runserver without ``--ipv6``.
     """
+    protocol, address = split_protocol(spec)
+    parsed = _parse_address(address)
+    return parsed if protocol is ListenerProtocol.HTTP else replace(parsed, protocol=protocol)
+
+
+def _parse_address(spec: str) -> BindAddress:
     if spec.startswith(_UNIX_PREFIX):
         path = spec[len(_UNIX_PREFIX) :]
         if not path or "\0" in path:
@@ -218,10 +235,18 @@ def reuse_or_bind_listeners(
     must know every address can be listened on before it re-executes the master.
     """
     addresses = [parse_bind(spec) for spec in wanted]
-    reusable = {parse_bind(spec): sock for spec, sock in current}
-    fresh = bind_listeners([a for a in addresses if a not in reusable], backlog=backlog)
+    # Keyed without the protocol: a listener whose protocol changed is reused too (the
+    # re-executed master marks it again from its BIND entry).
+    reusable = {_without_protocol(parse_bind(spec)): sock for spec, sock in current}
+    fresh = bind_listeners(
+        [a for a in addresses if _without_protocol(a) not in reusable], backlog=backlog
+    )
     pending = iter(fresh)
-    return [reusable[a] if a in reusable else next(pending) for a in addresses], fresh
+    return [reusable.get(_without_protocol(a)) or next(pending) for a in addresses], fresh
+
+
+def _without_protocol(address: BindAddress) -> BindAddress:
+    return replace(address, protocol=ListenerProtocol.HTTP)
 
 
 def _bind_one(address: BindAddress, *, backlog: int) -> socket.socket:
@@ -247,7 +272,7 @@ def _bind_one(address: BindAddress, *, backlog: int) -> socket.socket:
         number = exc.errno if exc.errno is not None else errno.EINVAL
         raise BindError(address, number, exc.strerror or str(exc)) from exc
     logger.debug("Listening at %s", address)
-    return sock
+    return with_protocol(sock, address.protocol)
 
 
 def _remove_stale_unix_socket(address: BindAddress) -> None:
@@ -365,6 +390,11 @@ def take_over_listeners(
         )
     for sock in listeners:
         sock.listen(backlog)
+    # Each keeps the protocol of its BIND entry (a uwsgi: or fastcgi: prefix).
+    listeners = [
+        with_protocol(sock, parse_bind(spec).protocol)
+        for sock, spec in zip(listeners, handed_over_bind, strict=True)
+    ]
     if tuple(bind) != tuple(handed_over_bind):
         logger.warning(
             "BIND changed again while the server reloaded: listening at %s; send SIGHUP "
@@ -386,10 +416,14 @@ def listener_url(sock: socket.socket, *, scheme: str = "http") -> str:
     """Where ``sock`` listens: ``http://127.0.0.1:8000/``, ``https://[::1]:8000/``,
     ``unix:/p``."""
     name = sock.getsockname()
+    protocol = protocol_of(sock)
+    if protocol is not ListenerProtocol.HTTP:
+        scheme = protocol.value
     if sock.family == socket.AF_UNIX:
         if isinstance(name, bytes):  # abstract namespace: b"\0name"
             name = name.decode("utf-8", "backslashreplace")
-        return _UNIX_PREFIX + (f"@{name[1:]}" if name.startswith("\0") else name)
+        path = f"@{name[1:]}" if name.startswith("\0") else name
+        return protocol.prefix + _UNIX_PREFIX + path
     if sock.family == socket.AF_INET6:
         return f"{scheme}://[{name[0]}]:{name[1]}/"
     return f"{scheme}://{name[0]}:{name[1]}/"
@@ -416,7 +450,8 @@ def inherited_listeners(environ: MutableMapping[str, str]) -> list[socket.socket
             )
     for item in inherited:
         item.sock.setblocking(False)
-    return [item.sock for item in inherited]
+    # FileDescriptorName=uwsgi or fastcgi selects the listener's protocol (protocols.py).
+    return [with_protocol(item.sock, protocol_of_fd_name(item.name)) for item in inherited]
 
 
 def raise_file_limit(*, needed: int) -> int:

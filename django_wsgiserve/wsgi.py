@@ -568,11 +568,15 @@ class RequestCycle:
             return  # too late for a 500: closing the connection tells the client it is cut
         self._status = "500 Internal Server Error"
         self._bytes_sent = 0
+        self._send_error_response()
+
+    def _send_error_response(self) -> None:
+        """Send a whole 500 response (its head was not sent yet)."""
         response = self._writer.error_response(
             status_code=500,
             reason="Internal Server Error",
             date=self._get_date(),
-            http_version=request.http_version,
+            http_version=self._request.http_version,
         )
         if self._is_head:
             response = response[: response.index(b"\r\n\r\n") + 4]

@@ -7,7 +7,9 @@ free-port race, and it is ready once it has written its pid file (nginx binds it
 before it writes the pid file). ``stop()`` sends SIGQUIT (graceful), then SIGKILL, by pid.
 
 The upstream block is the one docs/deployment.md recommends: HTTP/1.1 with upstream
-keep-alive, the ``Connection`` header cleared, and the usual forwarded headers.
+keep-alive, the ``Connection`` header cleared, and the usual forwarded headers; or, with
+``protocol=``, ``uwsgi_pass`` or ``fastcgi_pass`` (optionally with ``fastcgi_keep_conn on``)
+with nginx's stock params files.
 """
 
 from __future__ import annotations
@@ -50,18 +52,38 @@ http {
     }
     server {
         listen unix:${tmp}/nginx.sock;
+        client_max_body_size 20m;
         location / {
-            proxy_pass http://app;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $$host;
-            proxy_set_header X-Forwarded-For $$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $$scheme;
+${location}
         }
     }
 }
 """
 )
+
+
+# The location block per upstream protocol; uwsgi and FastCGI use nginx's stock params files
+# unchanged, as a deployment would.
+LOCATIONS = {
+    "http": """\
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $$host;
+            proxy_set_header X-Forwarded-For $$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $$scheme;""",
+    "uwsgi": """\
+            include /etc/nginx/uwsgi_params;
+            uwsgi_pass app;""",
+    "fastcgi": """\
+            include /etc/nginx/fastcgi_params;
+            fastcgi_pass app;""",
+    # FCGI_KEEP_CONN: requests follow each other on the upstream keepalive connections.
+    "fastcgi-keep": """\
+            include /etc/nginx/fastcgi_params;
+            fastcgi_keep_conn on;
+            fastcgi_pass app;""",
+}
 
 
 def nginx_missing_reason() -> str | None:
@@ -74,7 +96,15 @@ def nginx_missing_reason() -> str | None:
 class NginxProxy:
     """nginx proxying to ``upstream`` (a ``host:port`` or a unix socket path)."""
 
-    def __init__(self, directory: Path, upstream: tuple[str, int] | str, **extra: str) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        upstream: tuple[str, int] | str,
+        *,
+        protocol: str = "http",
+        **extra: str,
+    ) -> None:
+        """``protocol``: a key of ``LOCATIONS`` (http, uwsgi, fastcgi, fastcgi-keep)."""
         self.directory = directory
         is_unix = isinstance(upstream, str)
         target = f"unix:{upstream}" if is_unix else "{}:{}".format(*upstream)
@@ -82,7 +112,12 @@ class NginxProxy:
         upstream_extra = "".join(f"{name} {value}; " for name, value in extra.items())
         self.config_path = directory / "nginx.conf"
         self.config_path.write_text(
-            CONFIG.substitute(tmp=directory, upstream=target, upstream_extra=upstream_extra)
+            CONFIG.substitute(
+                tmp=directory,
+                upstream=target,
+                upstream_extra=upstream_extra,
+                location=Template(LOCATIONS[protocol]).substitute(),
+            )
         )
         self.address = str(directory / "nginx.sock")
         self.process: subprocess.Popen[bytes] | None = None

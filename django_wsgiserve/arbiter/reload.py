@@ -49,6 +49,7 @@ from django_wsgiserve.arbiter.inbox import HANDLED_SIGNALS
 from django_wsgiserve.arbiter.workers import WorkerState
 from django_wsgiserve.config import OPTIONS_BY_NAME
 from django_wsgiserve.hooks import Hook, Hooks, ReloadOutcome
+from django_wsgiserve.protocols import protocol_of
 
 if TYPE_CHECKING:
     import selectors
@@ -276,7 +277,10 @@ class Reloader:
         """``execve`` the new image (``pidfile``: its PIDFILE); returns only when that
         failed, with the PIDFILE, the signal mask and the descriptors as they were."""
         environ = reexec.exec_environ(
-            self._environ, listener_count=len(listeners), handover=handover
+            self._environ,
+            listener_count=len(listeners),
+            handover=handover,
+            fd_names=[protocol_of(sock).value for sock in listeners],
         )
         is_new_pidfile = pidfile != self._config.pidfile
         if is_new_pidfile:

@@ -1,0 +1,368 @@
+"""uwsgi and FastCGI connections over a socketpair: a real Loop and connection, a fake clock
+and a synchronous pool (as in test_connection_fuzz.py), the peer played by the test with the
+encoders of tests/uwsgi and tests/fastcgi."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+from typing import Any
+
+import pytest
+
+from django_wsgiserve.config import resolve_config
+from django_wsgiserve.gatewayconn import FastCGIPeerConnection, UwsgiConnection
+from django_wsgiserve.server import build_server
+from django_wsgiserve.wsgi import EnvironTemplate, FileWrapper
+from tests.fastcgi import encoder as fcgi
+from tests.unit.test_connection_fuzz import FakeClock, SyncPool
+from tests.uwsgi import encoder as uwsgi
+
+STDOUT, END_REQUEST, GET_VALUES_RESULT = 6, 3, 10
+KEEP_CONN = 1
+
+NGINX_VARS = [
+    (b"QUERY_STRING", b"a=1"),
+    (b"REQUEST_METHOD", b"GET"),
+    (b"CONTENT_TYPE", b""),
+    (b"CONTENT_LENGTH", b""),
+    (b"REQUEST_URI", b"/app/p%20q?a=1"),
+    (b"DOCUMENT_URI", b"/app/p q"),
+    (b"SERVER_PROTOCOL", b"HTTP/1.1"),
+    (b"REQUEST_SCHEME", b"https"),
+    (b"HTTPS", b"on"),
+    (b"REMOTE_ADDR", b"203.0.113.9"),
+    (b"REMOTE_PORT", b"5555"),
+    (b"SERVER_PORT", b"443"),
+    (b"SERVER_NAME", b"example.com"),
+    (b"HTTP_HOST", b"example.com"),
+    (b"HTTP_USER_AGENT", b"test"),
+]
+
+
+def environ_app(environ, start_response):
+    """The environ's text values and the body, as JSON."""
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    data = {key: value for key, value in environ.items() if isinstance(value, str)}
+    data["body"] = environ["wsgi.input"].read(length).decode("latin-1")
+    data["wsgi.url_scheme"] = environ["wsgi.url_scheme"]
+    body = json.dumps(data).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body]
+
+
+class GatewayHarness:
+    """One Loop + gateway connection on a socketpair; ``client`` plays nginx."""
+
+    def __init__(
+        self,
+        protocol: str,
+        *,
+        app: Any = environ_app,
+        peer: tuple[str, str] = ("127.0.0.1", "4711"),
+        script_name: str = "",
+        **options: Any,
+    ) -> None:
+        self.clock = FakeClock()
+        config = resolve_config(
+            {"ACCESS_LOG": False, "HEADER_TIMEOUT": 10.0, "BODY_TIMEOUT": 5.0, **options}, {}, {}
+        )
+        server = build_server(
+            config=config, listeners=[], application=app, pool=SyncPool(), clock=self.clock
+        )
+        self.loop = server.loop
+        server_end, self.client = socket.socketpair()
+        server_end.setblocking(False)
+        self.client.setblocking(False)
+        template = EnvironTemplate(server_name="test", server_port="80", script_name=script_name)
+        common: dict[str, Any] = {
+            "loop": self.loop,
+            "context": server.context,
+            "dispatcher": server.dispatcher,
+            "template": template,
+        }
+        if protocol == "uwsgi":
+            self.connection: Any = UwsgiConnection(server_end, peer, **common)
+        else:
+            self.connection = FastCGIPeerConnection(
+                server_end, peer, max_conns=100, max_reqs=4, **common
+            )
+        self.loop.add_connection(self.connection)
+        self.received = bytearray()
+        self.client_closed = False
+
+    def pump(self) -> None:
+        for _ in range(1000):
+            if not self.loop.run_once(0):
+                break
+            self.read()
+        self.read()
+
+    def read(self) -> None:
+        while not self.client_closed:
+            try:
+                data = self.client.recv(1 << 16)
+            except BlockingIOError:
+                return
+            except ConnectionResetError:
+                data = b""
+            if not data:
+                self.client_closed = True
+                return
+            self.received += data
+
+    def send(self, data: bytes) -> None:
+        with contextlib.suppress(OSError):
+            self.client.sendall(data)
+        self.pump()
+
+    def advance(self, seconds: float) -> None:
+        self.clock.now += seconds
+        self.loop.step(0)
+        self.pump()
+
+    def take(self) -> bytes:
+        data = bytes(self.received)
+        self.received.clear()
+        return data
+
+    def close(self) -> None:
+        self.loop.close()
+        self.client.close()
+
+
+@pytest.fixture
+def harnesses():
+    made: list[GatewayHarness] = []
+
+    def make(protocol: str, **options: Any) -> GatewayHarness:
+        harness = GatewayHarness(protocol, **options)
+        made.append(harness)
+        return harness
+
+    yield make
+    for harness in made:
+        harness.close()
+
+
+def split_head(data: bytes) -> tuple[bytes, bytes]:
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head, body
+
+
+def stdout_of(data: bytes) -> tuple[bytes, list[tuple[int, int, bytes]]]:
+    """The STDOUT stream's bytes and every record."""
+    records = fcgi.parse_records(data)
+    return b"".join(c for t, _, c in records if t == STDOUT), records
+
+
+# -- uwsgi -------------------------------------------------------------------------------------
+
+
+def test_uwsgi_environ_from_trusted_peer_and_close(harnesses):
+    harness = harnesses("uwsgi", script_name="/app")
+    harness.send(uwsgi.packet([*NGINX_VARS, (b"PATH_INFO", b"/app/p q")]))
+    assert harness.client_closed  # one request per connection
+    head, body = split_head(harness.take())
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"Transfer-Encoding" not in head
+    assert b"Connection" not in head
+    environ = json.loads(body)
+    assert environ["REMOTE_ADDR"] == "203.0.113.9"
+    assert environ["wsgi.url_scheme"] == "https"
+    assert environ["SERVER_NAME"] == "example.com"
+    assert environ["PATH_INFO"] == "/p q"
+    assert environ["SCRIPT_NAME"] == "/app"
+    assert environ["QUERY_STRING"] == "a=1"
+    assert "CONTENT_LENGTH" not in environ
+
+
+def test_uwsgi_untrusted_peer_is_not_believed(harnesses):
+    harness = harnesses("uwsgi", peer=("192.0.2.1", "999"))
+    harness.send(uwsgi.packet(NGINX_VARS))
+    environ = json.loads(split_head(harness.take())[1])
+    assert environ["REMOTE_ADDR"] == "192.0.2.1"
+    assert environ["REMOTE_PORT"] == "999"
+    assert environ["wsgi.url_scheme"] == "http"
+    assert environ["SERVER_NAME"] == "test"
+    assert "HTTPS" not in environ
+
+
+def test_uwsgi_body_and_content_length(harnesses):
+    harness = harnesses("uwsgi")
+    variables = [
+        (b"REQUEST_METHOD", b"POST"),
+        (b"REQUEST_URI", b"/upload"),
+        (b"PATH_INFO", b"/upload"),
+        (b"CONTENT_LENGTH", b"5"),
+        (b"CONTENT_TYPE", b"text/plain"),
+        (b"HTTP_CONTENT_LENGTH", b"5"),
+        (b"HTTP_TRANSFER_ENCODING", b"chunked"),  # nginx de-chunked it and set CONTENT_LENGTH
+    ]
+    harness.send(uwsgi.packet(variables, b"hello"))
+    environ = json.loads(split_head(harness.take())[1])
+    assert environ["CONTENT_LENGTH"] == "5"
+    assert environ["CONTENT_TYPE"] == "text/plain"
+    assert "HTTP_CONTENT_LENGTH" not in environ
+    assert "HTTP_TRANSFER_ENCODING" not in environ
+    assert environ["body"] == "hello"
+
+
+def test_uwsgi_file_wrapper_by_sendfile(harnesses, tmp_path):
+    path = tmp_path / "data.bin"
+    path.write_bytes(b"x" * 300_000)
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return environ["wsgi.file_wrapper"](path.open("rb"))
+
+    harness = harnesses("uwsgi", app=app)
+    harness.send(uwsgi.packet([(b"REQUEST_METHOD", b"GET"), (b"REQUEST_URI", b"/f")]))
+    for _ in range(20):
+        if harness.client_closed:
+            break
+        harness.advance(0.01)
+    head, body = split_head(harness.take())
+    assert b"Content-Length: 300000" in head
+    assert body == b"x" * 300_000
+
+
+def test_uwsgi_head_request_has_no_body(harnesses):
+    harness = harnesses("uwsgi")
+    harness.send(uwsgi.packet([(b"REQUEST_METHOD", b"HEAD"), (b"REQUEST_URI", b"/")]))
+    head, body = split_head(harness.take())
+    assert head.startswith(b"HTTP/1.1 200")
+    assert body == b""
+
+
+def test_uwsgi_app_error_is_500(harnesses):
+    def app(environ, start_response):
+        raise RuntimeError("boom")
+
+    harness = harnesses("uwsgi", app=app)
+    harness.send(uwsgi.packet([(b"REQUEST_METHOD", b"GET"), (b"REQUEST_URI", b"/")]))
+    assert harness.take().startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    assert harness.client_closed
+
+
+def test_uwsgi_bad_variable_is_answered_malformed_packet_is_not(harnesses):
+    harness = harnesses("uwsgi")
+    harness.send(uwsgi.packet([(b"REQUEST_METHOD", b"G ET")]))
+    assert harness.take().startswith(b"HTTP/1.1 400 ")
+    assert harness.client_closed
+    other = harnesses("uwsgi")
+    other.send(uwsgi.packet([], modifier1=5))
+    assert other.take() == b""
+    assert other.client_closed
+
+
+def test_uwsgi_body_timeout_closes(harnesses):
+    harness = harnesses("uwsgi")
+    variables = [(b"REQUEST_METHOD", b"POST"), (b"CONTENT_LENGTH", b"10")]
+    harness.send(uwsgi.packet(variables, b"abc"))
+    assert harness.take() == b""
+    harness.advance(6.0)
+    assert harness.take().startswith(b"HTTP/1.1 408 ")
+    assert harness.client_closed
+
+
+# -- FastCGI -----------------------------------------------------------------------------------
+
+
+def test_fastcgi_stock_params_make_path_info(harnesses):
+    harness = harnesses("fastcgi")
+    variables = [
+        (b"SCRIPT_NAME", b"/admin/login/"),
+        (b"REQUEST_URI", b"/admin/login/?next=/"),
+        (b"DOCUMENT_URI", b"/admin/login/"),
+        (b"REQUEST_METHOD", b"GET"),
+        (b"QUERY_STRING", b"next=/"),
+    ]
+    harness.send(fcgi.nginx_request(variables))
+    assert harness.client_closed  # no FCGI_KEEP_CONN: closed after END_REQUEST
+    stdout, records = stdout_of(harness.take())
+    assert records[-1][0] == END_REQUEST
+    assert records[-1][2] == fcgi.end_request_body(0, 0)
+    head, body = split_head(stdout)
+    assert head.startswith(b"Status: 200 OK\r\n")
+    environ = json.loads(body)
+    assert environ["PATH_INFO"] == "/admin/login/"
+    assert environ["SCRIPT_NAME"] == ""
+
+
+def test_fastcgi_keep_conn_serves_requests_in_turn_and_idles(harnesses):
+    harness = harnesses("fastcgi", KEEPALIVE_TIMEOUT=20.0)
+    variables = [(b"REQUEST_METHOD", b"POST"), (b"REQUEST_URI", b"/x"), (b"CONTENT_LENGTH", b"3")]
+    for _ in range(2):
+        harness.send(fcgi.nginx_request(variables, b"abc", flags=KEEP_CONN))
+        stdout, records = stdout_of(harness.take())
+        assert records[-1][0] == END_REQUEST
+        assert json.loads(split_head(stdout)[1])["body"] == "abc"
+        assert not harness.client_closed
+    harness.advance(21.0)  # idle past KEEPALIVE_TIMEOUT: a quiet (lingering) close
+    assert harness.take() == b""
+    assert harness.client_closed
+
+
+def test_fastcgi_large_body_is_records_of_memoryviews(harnesses):
+    payload = bytes(range(256)) * 1000
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return [payload]
+
+    harness = harnesses("fastcgi", app=app)
+    harness.send(fcgi.nginx_request([(b"REQUEST_METHOD", b"GET"), (b"REQUEST_URI", b"/")]))
+    stdout, _ = stdout_of(harness.take())
+    head, body = split_head(stdout)
+    assert b"Content-Length: 256000" in head
+    assert body == payload
+
+
+def test_fastcgi_file_wrapper_is_read_and_framed(harnesses, tmp_path):
+    path = tmp_path / "data.bin"
+    path.write_bytes(b"y" * 100_000)
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Length", "100000")])
+        return FileWrapper(path.open("rb"), 32768)
+
+    harness = harnesses("fastcgi", app=app)
+    harness.send(fcgi.nginx_request([(b"REQUEST_METHOD", b"GET"), (b"REQUEST_URI", b"/")]))
+    stdout, _ = stdout_of(harness.take())
+    assert split_head(stdout)[1] == b"y" * 100_000
+
+
+def test_fastcgi_get_values_answered(harnesses):
+    harness = harnesses("fastcgi")
+    query = fcgi.record(9, 0, fcgi.pairs([(b"FCGI_MPXS_CONNS", b"")]))
+    harness.send(query)
+    records = fcgi.parse_records(harness.take())
+    assert records[0][0] == GET_VALUES_RESULT
+    assert fcgi.decode_pairs(records[0][2]) == [(b"FCGI_MPXS_CONNS", b"0")]
+    assert not harness.client_closed
+
+
+def test_fastcgi_protocol_error_answers_active_request(harnesses):
+    harness = harnesses("fastcgi")
+    variables = [(b"REQUEST_METHOD", b"POST"), (b"CONTENT_LENGTH", b"999999999999")]
+    harness.send(fcgi.nginx_request(variables))
+    stdout, records = stdout_of(harness.take())
+    assert stdout.startswith(b"Status: 413 ")
+    assert records[-1][0] == END_REQUEST
+    assert harness.client_closed
+
+
+def test_fastcgi_app_error_is_500(harnesses):
+    def app(environ, start_response):
+        raise RuntimeError("boom")
+
+    harness = harnesses("fastcgi", app=app)
+    harness.send(
+        fcgi.nginx_request([(b"REQUEST_METHOD", b"GET")], flags=KEEP_CONN),
+    )
+    stdout, records = stdout_of(harness.take())
+    assert stdout.startswith(b"Status: 500 Internal Server Error\r\n")
+    assert records[-1][0] == END_REQUEST
+    assert harness.client_closed  # an application error closes the connection

@@ -228,10 +228,10 @@ class ResponseReader:
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.buffer = b""
+        self.buffer = bytearray()  # grows in place: reading a large body stays linear
 
     def _fill(self) -> bool:
-        data = self.sock.recv(65536)
+        data = self.sock.recv(1 << 20)
         self.buffer += data
         return bool(data)
 
@@ -239,14 +239,17 @@ class ResponseReader:
         while marker not in self.buffer:
             if not self._fill():
                 raise ConnectionError(f"closed before {marker!r}; got {self.buffer[:200]!r}")
-        head, _, self.buffer = self.buffer.partition(marker)
+        end = self.buffer.index(marker)
+        head = bytes(self.buffer[:end])
+        del self.buffer[: end + len(marker)]
         return head
 
     def _read_exactly(self, size: int) -> bytes:
         while len(self.buffer) < size:
             if not self._fill():
                 raise ConnectionError(f"closed after {len(self.buffer)} of {size} body bytes")
-        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        data = bytes(self.buffer[:size])
+        del self.buffer[:size]
         return data
 
     def read(self, *, method: str = "GET") -> Response:
@@ -282,7 +285,8 @@ class ResponseReader:
             return self._read_exactly(int(length))
         while self._fill():
             pass
-        data, self.buffer = self.buffer, b""
+        data = bytes(self.buffer)
+        self.buffer.clear()
         return data
 
 

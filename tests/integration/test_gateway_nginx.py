@@ -141,9 +141,8 @@ def test_multipart_upload(front: Front) -> None:
 
 
 def test_large_file_response(front: Front) -> None:
-    # The 50 MB would take several seconds per protocol here; 20 MB crosses every
-    # buffer (nginx's temp file included) all the same.
-    size = 20_000_000
+    # 50 MB: past every buffer on the way, nginx's temporary file included.
+    size = 50_000_000
     response = Browser(front).request("GET", f"/download-sized/{size}")  # type: ignore[arg-type]
     assert response.status == 200
     assert response.header("content-length") == str(size)

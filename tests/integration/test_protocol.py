@@ -377,7 +377,7 @@ def test_slow_reader_of_5mb_does_not_block_other_clients(server: LiveServer) -> 
     with server.connect(receive_buffer=16384) as slow:
         slow.sendall(f"GET /big/?size={size} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
         reader = ResponseReader(slow)
-        reader.buffer = slow.recv(1000)
+        reader.buffer = bytearray(slow.recv(1000))
         for _ in range(20):
             assert server.get("/hello").body == b"Hello, World!"
         received = len(reader.buffer)
@@ -404,7 +404,7 @@ def test_client_that_stops_reading_a_generated_response_does_not_hold_the_thread
     with server.connect(receive_buffer=65536) as stalled:
         stalled.sendall(f"GET /big/?size={size} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
         reader = ResponseReader(stalled)
-        reader.buffer = stalled.recv(100)
+        reader.buffer = bytearray(stalled.recv(100))
         for _ in range(5):  # the only thread is free again
             assert server.get("/hello").body == b"Hello, World!"
         response = reader.read()

@@ -315,6 +315,19 @@ def stop_all(servers: Sequence[LiveServer]) -> None:
 # -- polling and process helpers for real-server tests -------------------------------------
 
 
+def bound_address(server: LiveServer) -> tuple[str, int]:
+    """The port a server that bound ``127.0.0.1:0`` itself listens on (from its READY status).
+
+    Tests that stop the whole server under load bind this way: with socket activation the
+    listening socket belongs to systemd, which here (the test) holds no copy of it, so the
+    kernel would reset what waits in its backlog when the server closes its own."""
+    assert server.notify is not None
+    status = next(m for m in server.notify.messages if "listening at" in m)
+    port = re.search(r"http://127\.0\.0\.1:(\d+)", status)
+    assert port, status
+    return ("127.0.0.1", int(port.group(1)))
+
+
 def workers_of(server: LiveServer) -> set[int]:
     """The pids of the master's children (its workers, and a reload's check child)."""
     try:

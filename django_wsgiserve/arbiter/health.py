@@ -13,7 +13,9 @@ them for the whole server:
 The master is single-threaded and must never block: the listener and its connections are
 non-blocking and registered in the master's selector; a request head is read until its blank
 line (at most ``_MAX_REQUEST_BYTES``), answered with one small ``Connection: close`` response,
-and the connection closed; one that has not sent its head after ``_TIMEOUT_S`` is dropped by
+and the connection closed with a lingering close (what the client still sends is read and
+dropped until it closes, so the answer is not destroyed by a reset); one that has not sent its
+head after ``_TIMEOUT_S`` (or not closed ``_LINGER_S`` after its answer) is dropped by
 ``check_deadlines()``, called once per turn of the master's loop. Bad requests get a 400,
 nothing a client sends can raise out of here. Workers are forked after the listener exists:
 ``fds()`` lists what a child must close.
@@ -43,6 +45,8 @@ _MAX_REQUEST_BYTES = 8192
 # Probes time out after a second by default (Kubernetes timeoutSeconds: 1); a client still
 # silent after five is not a probe.
 _TIMEOUT_S = 5.0
+# After the answer: how long to read and drop what the client still sends.
+_LINGER_S = 2.0
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
 _REASONS[503] = "Service Unavailable"
 
@@ -58,12 +62,13 @@ class HealthState:
 
 
 class _Probe:
-    __slots__ = ("buffer", "deadline", "sock")
+    __slots__ = ("buffer", "deadline", "is_answered", "sock")
 
     def __init__(self, sock: socket.socket, deadline: float) -> None:
         self.sock = sock
         self.buffer = b""
         self.deadline = deadline
+        self.is_answered = False  # then lingering: input is dropped until EOF
 
 
 class HealthEndpoint:
@@ -133,6 +138,10 @@ class HealthEndpoint:
         except OSError:
             self._close(fd)
             return
+        if probe.is_answered:
+            if not data:
+                self._close(fd)
+            return
         probe.buffer += data
         if b"\r\n\r\n" in probe.buffer or b"\n\n" in probe.buffer:
             self._answer(fd, probe, *self._respond(probe.buffer))
@@ -164,10 +173,15 @@ class HealthEndpoint:
             "Cache-Control: no-store\r\n"
             "Connection: close\r\n\r\n"
         )
-        with contextlib.suppress(OSError):  # one small write; a probe that left is no loss
+        try:  # one small write; a probe that left is no loss
             probe.sock.send(head.encode("ascii") + body)
             probe.sock.shutdown(socket.SHUT_WR)
-        self._close(fd)
+        except OSError:
+            self._close(fd)
+            return
+        probe.is_answered = True
+        probe.buffer = b""
+        probe.deadline = self._clock() + _LINGER_S
 
     def _close(self, fd: int) -> None:
         probe = self._probes.pop(fd, None)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.keepalive import KeepAliveLoad
-from tests.live import LiveServer, stop_all, wait_until
+from tests.live import LiveServer, bound_address, stop_all, wait_until
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -27,10 +27,12 @@ def test_every_response_has_its_line_when_the_server_is_stopped_under_load(
 ):
     server = LiveServer(
         log_path=tmp_path / "server.log",
-        args=["--workers", "2", "--threads", "4", "--access-log-format", log_format],
+        args=["127.0.0.1:0", "--workers", "2", "--threads", "4", "--access-log-format", log_format],
+        binds_itself=True,  # stopped under load: see tests.live.bound_address
     )
     try:
         server.start()
+        server.address = bound_address(server)
         load = KeepAliveLoad(server.address, clients=8, keepalive_clients=6, path="/echo/logged")
         with load:
             assert load.wait_for_requests(300)

@@ -9,14 +9,20 @@ the test. The drain itself is tested step by step in tests/unit/test_drain.py.
 from __future__ import annotations
 
 import os
-import re
 import signal
 from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.keepalive import KeepAliveLoad
-from tests.live import LiveServer, count_messages, stop_all, wait_until, workers_of
+from tests.live import (
+    LiveServer,
+    bound_address,
+    count_messages,
+    stop_all,
+    wait_until,
+    workers_of,
+)
 from tests.nginx import NginxProxy, nginx_missing_reason
 
 if TYPE_CHECKING:
@@ -42,11 +48,7 @@ def start(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
         servers.append(server)
         server.start()
         if bound:  # BIND 127.0.0.1:0: the port is in the READY status line
-            assert server.notify is not None
-            status = next(m for m in server.notify.messages if "listening at" in m)
-            port = re.search(r"http://127\.0\.0\.1:(\d+)", status)
-            assert port, status
-            server.address = ("127.0.0.1", int(port.group(1)))
+            server.address = bound_address(server)
         return server
 
     yield start_server

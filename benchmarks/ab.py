@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/ab.py --python-a OLD/.venv/bin/python --python-b .venv/bin/python
     .venv/bin/python benchmarks/ab.py --python-a .venv/bin/python --args-b=--access-log
+    .venv/bin/python benchmarks/ab.py --python-a .venv/bin/python --endpoints json \
+        --args-b="--no-access-log --metrics-bind 127.0.0.1:0"    # the cost of /metrics
 
 Each interpreter must have its own django-wsgiserve installed (e.g. a venv per git worktree
 with ``pip install -e``); the testproject of this repository is served by both. ``--args-a``

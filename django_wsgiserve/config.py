@@ -463,7 +463,8 @@ class ServerConfig:
         "",
         doc="Address of the master's own listener (host:port or unix:PATH): /healthz (the "
         "master runs and a worker serves) and /readyz (200 only while serving, 503 while "
-        "starting, during DRAIN_DELAY and draining). Empty: none.",
+        "starting, during DRAIN_DELAY and draining) and /metrics (Prometheus, summed over "
+        "every worker). Port 0: any free port, logged at start. Empty: none.",
         group=_LOGGING,
         metavar="ADDRESS",
         check=_check_metrics_bind,

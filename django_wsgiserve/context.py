@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .accesslog import AccessLog
     from .config import ServerConfig
     from .http.events import Request
+    from .metrics import WorkerMetrics
     from .proxy import TrustedProxies
 
 __all__ = ["Limits", "StaticResponder", "StaticResponse", "WorkerContext", "WorkerStats"]
@@ -138,6 +139,7 @@ class WorkerContext:
     stats: WorkerStats
     access_log: AccessLog | None = None
     static: StaticResponder | None = None
+    metrics: WorkerMetrics | None = None  # METRICS_BIND: this worker's slot (metrics.py)
 
     @classmethod
     def from_config(
@@ -146,6 +148,7 @@ class WorkerContext:
         *,
         access_log: AccessLog | None = None,
         static: StaticResponder | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> WorkerContext:
         return cls(
             limits=Limits.from_config(config),
@@ -155,4 +158,5 @@ class WorkerContext:
             stats=WorkerStats(),
             access_log=access_log,
             static=static,
+            metrics=metrics,
         )

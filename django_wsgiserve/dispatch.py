@@ -16,9 +16,11 @@ Never imports Django.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from .gateway import GatewayRequestCycle, build_environ
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from .context import WorkerContext
     from .gateway import GatewayRequest
     from .http.events import Request
+    from .metrics import WorkerMetrics
     from .pool import ThreadPool
     from .wsgi import WSGIApplication
 
@@ -87,10 +90,13 @@ class Dispatcher:
         context.stats.requests += 1
         keep_alive = request.keep_alive and self._is_keepalive_allowed()
         in_flight = self.in_flight
+        metrics = context.metrics
 
         def run_request() -> None:
             ident = threading.get_ident()
             in_flight[ident] = (request.method, request.target, now)
+            if metrics is not None:
+                self._observe_waits(metrics, connection, request, now)
             try:
                 if gateway is None:
                     environ = connection.template.build(request, body, body_size, connection.peer)
@@ -105,6 +111,7 @@ class Dispatcher:
                         access_log=context.access_log,
                         keep_alive=keep_alive,
                         started=now,
+                        metrics=metrics,
                     ).run()
                 else:
                     self._run_gateway(
@@ -149,7 +156,23 @@ class Dispatcher:
             access_log=context.access_log,
             keep_alive=keep_alive,
             started=now,
+            metrics=context.metrics,
         ).run()
+
+    def _observe_waits(
+        self, metrics: WorkerMetrics, connection: Connection, request: Request, now: float
+    ) -> None:
+        """The queue time, and the time since the proxy got the request when a trusted proxy
+        sent ``X-Request-Start: t=<seconds since the epoch>`` (nginx ``t=${msec}``) (pool
+        thread)."""
+        metrics.observe_queue(time.monotonic() - now)
+        for name, value in request.headers:
+            if name == b"x-request-start":
+                peer = connection.peer[0]
+                if value.startswith(b"t=") and self._context.proxies.is_trusted(peer):
+                    with contextlib.suppress(ValueError):  # not a number: no observation
+                        metrics.observe_proxy(time.time() - float(value[2:]))
+                return
 
     def run_in_pool(self, job: Callable[[], None]) -> None:
         """Run ``job`` in a pool thread, e.g. a response's close() after its file was sent

@@ -174,6 +174,8 @@ class GatewayConnection(Connection):
         self, status_code: int, reason: str, extra_headers: tuple[tuple[str, str], ...] = ()
     ) -> None:
         """Answer an error if the protocol allows it, then close (loop thread)."""
+        if self.context.metrics is not None:
+            self.context.metrics.count_error(status_code)
         data = self._error_bytes(status_code, reason, extra_headers)
         if data:
             self.send_from_loop(data)

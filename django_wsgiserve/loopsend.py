@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from .errors import ApplicationError, ClientDisconnectedError
 from .http.framing import Framing, choose_framing
+from .metrics import STATIC_RESPONSES
 
 if TYPE_CHECKING:
     import threading
@@ -70,6 +71,8 @@ def send_error(
     extra_headers: tuple[tuple[str, str], ...] = (),
 ) -> None:
     """Answer an error the loop found itself, then close ``connection`` (loop thread)."""
+    if connection.context.metrics is not None:
+        connection.context.metrics.count_error(status_code)
     response = connection.context.writer.error_response(
         status_code=status_code,
         reason=reason,
@@ -115,13 +118,17 @@ def send_static(connection: LoopResponder, request: Request, response: StaticRes
     finally:
         if response.file is not None:
             response.file.close()
+    request_time_s = time.monotonic() - started
+    if context.metrics is not None:
+        context.metrics.count(STATIC_RESPONSES)
+        context.metrics.observe_request(request.method, response.status_code, request_time_s, count)
     if context.access_log is not None:
         context.access_log.log_request(
             request,
             peer=connection.peer[0],
             status_code=response.status_code,
             bytes_sent=count,
-            request_time_s=time.monotonic() - started,
+            request_time_s=request_time_s,
         )
     return connection.after_response(keep_alive=keep_alive)
 

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from .balance import WorkerShare
     from .config import ServerConfig
     from .context import StaticResponder
+    from .metrics import WorkerMetrics
     from .pool import ThreadPool
     from .wsgi import EnvironTemplate, WSGIApplication
 
@@ -61,9 +62,12 @@ def build_server(
     on_tick: Callable[[float], None] | None = None,
     on_drain: Callable[[], None] | None = None,
     share: WorkerShare | None = None,
+    metrics: WorkerMetrics | None = None,
 ) -> WorkerServer:
     """Build a worker's serving parts for ``listeners``; see the module notes."""
-    context = WorkerContext.from_config(config, access_log=access_log, static=static)
+    context = WorkerContext.from_config(
+        config, access_log=access_log, static=static, metrics=metrics
+    )
     loop = Loop(
         config=config,
         pool=pool,

@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from .accesslog import AccessLog
 from .errors import HookError, WorkerExitCode
 from .hooks import Hook, Hooks, drain_callback, start_worker
+from .metrics import RETIRED_MAX_REQUESTS, RETIRED_MEMORY
 from .pool import ThreadPool
 from .server import build_server
 from .sockets import raise_file_limit
@@ -68,6 +69,7 @@ if TYPE_CHECKING:
     from .config import ServerConfig
     from .context import StaticResponder
     from .loop import Loop
+    from .metrics import WorkerMetrics
     from .server import WorkerServer
     from .wsgi import WSGIApplication
 
@@ -104,12 +106,14 @@ def serve(
     share: WorkerShare | None = None,
     hooks: Hooks | None = None,
     number: int = 1,
+    metrics: WorkerMetrics | None = None,
 ) -> None:
     """Serve ``application`` on ``listeners`` until SIGTERM/SIGINT, then drain (main thread).
 
     ``channel_fd`` is the write end of the pipe to the master and ``share`` this worker's slot
     in the master's accept balance table, for forked workers only. ``hooks`` get WORKER_READY,
-    WORKER_STOPPING and WORKER_STOPPED (hooks.py), with ``number``.
+    WORKER_STOPPING and WORKER_STOPPED (hooks.py), with ``number``. ``metrics``: this
+    worker's slot in the master's metrics table (METRICS_BIND; metrics.py).
     """
     hooks = hooks or Hooks()
     access_log = None
@@ -139,9 +143,12 @@ def serve(
         ),
         static=static,  # static.build_static_table(), built once before fork
         share=share,
+        metrics=metrics,
     )
     loop = server.loop
     monitor.server = server
+    monitor.pool = pool
+    monitor.metrics = metrics
     # Under --reload, Django's autoreloader runs us in a thread: signals stay with it.
     is_main_thread = threading.current_thread() is threading.main_thread()
     previous = _install_signal_handlers(loop, monitor) if is_main_thread else {}
@@ -174,6 +181,7 @@ def serve(
         logger.warning("%d request(s) were still running at exit", still_running)
     if access_log is not None:
         access_log.flush()  # the lines of requests that ended after the loop did
+    monitor.publish_metrics()  # the last counts, for the master to fold
     requests = server.context.stats.requests
     logger.info("Worker stopped after %d request(s)", requests)
     hooks.send(Hook.WORKER_STOPPED, number=number, requests=requests)
@@ -216,6 +224,7 @@ def run_child(
     share: WorkerShare | None = None,
     cpu: int | None = None,
     hooks: Hooks | None = None,
+    metrics: WorkerMetrics | None = None,
 ) -> NoReturn:
     """The whole life of a forked worker; ends the process with a ``WorkerExitCode``.
 
@@ -253,6 +262,7 @@ def run_child(
                 share=share,
                 hooks=hooks,
                 number=number,
+                metrics=metrics,
             )
             code = WorkerExitCode.OK
     except HookError:
@@ -294,6 +304,8 @@ class _Monitor:
 
     def __init__(self, config: ServerConfig, *, channel_fd: int | None) -> None:
         self.server: WorkerServer | None = None
+        self.pool: ThreadPool | None = None
+        self.metrics: WorkerMetrics | None = None
         self.should_reopen_logs = False
         self._config = config
         self._channel_fd = channel_fd
@@ -317,6 +329,7 @@ class _Monitor:
         assert server is not None
         loop = server.loop
         self.send(MESSAGE_HEARTBEAT)
+        self.publish_metrics()
         if self.should_reopen_logs:
             self.should_reopen_logs = False
             reopen_log_files()
@@ -326,20 +339,37 @@ class _Monitor:
             return  # no master: nothing to retire to
         requests = server.context.stats.requests
         if self._max_requests and requests >= self._max_requests:
-            self.retire(f"served {requests} requests (MAX_REQUESTS)")
+            self.retire(f"served {requests} requests (MAX_REQUESTS)", RETIRED_MAX_REQUESTS)
         elif self._config.max_worker_memory:
             rss = rss_bytes()
             if rss > self._config.max_worker_memory:
-                self.retire(f"uses {rss} bytes of memory (MAX_WORKER_MEMORY)")
+                self.retire(f"uses {rss} bytes of memory (MAX_WORKER_MEMORY)", RETIRED_MEMORY)
         if os.getppid() != self._master_pid and not loop.is_draining:
             logger.warning("Worker (pid %d): the master has gone; stopping", os.getpid())
             loop.request_stop()
 
-    def retire(self, reason: str) -> None:
-        """Ask the master for a replacement, once (loop thread)."""
+    def publish_metrics(self) -> None:
+        """This worker's gauges, for the master's /metrics (loop thread, or after the loop)."""
+        server, pool, metrics = self.server, self.pool, self.metrics
+        if server is None or pool is None or metrics is None:
+            return
+        busy = pool.busy
+        metrics.publish(
+            sendfile_bytes=server.context.stats.sendfile_bytes,
+            connections=len(server.loop.connections),
+            busy=busy,
+            idle=max(0, self._config.threads - busy),
+            queued=max(0, pool.pending - busy),
+        )
+
+    def retire(self, reason: str, metric: float = 0.0) -> None:
+        """Ask the master for a replacement, once (loop thread); ``metric``: the reason's
+        RETIRE_REASON value (metrics.py)."""
         if self._is_retiring or self._channel_fd is None:
             return
         self._is_retiring = True
+        if metric and self.metrics is not None:
+            self.metrics.set_retire_reason(metric)
         logger.info("Worker (pid %d) %s: asking to be replaced", os.getpid(), reason)
         self.send(MESSAGE_RETIRE)
 

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from .accesslog import AccessLog
     from .http.events import Request
     from .http.writer import ResponseWriter
+    from .metrics import WorkerMetrics
 
     ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
     WSGIApplication = Callable[..., Iterable[bytes]]
@@ -281,6 +282,7 @@ class RequestCycle:
         "_is_deferred",
         "_is_head",
         "_keep_alive",
+        "_metrics",
         "_request",
         "_sink",
         "_started",
@@ -301,6 +303,7 @@ class RequestCycle:
         keep_alive: bool,
         started: float,
         hop_by_hop_warnings: HopByHopWarnings | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self._app = app
         self._environ = environ
@@ -311,6 +314,7 @@ class RequestCycle:
         self._access_log = access_log
         self._keep_alive = keep_alive
         self._started = started
+        self._metrics = metrics
         self._hop_by_hop_warnings = hop_by_hop_warnings or _PROCESS_HOP_BY_HOP_WARNINGS
         self._is_head = request.method == b"HEAD"
         self._status: str | None = None
@@ -597,17 +601,25 @@ class RequestCycle:
         return str(self._environ.get("REMOTE_ADDR", ""))
 
     def _log_access(self) -> None:
-        access_log = self._access_log
-        if access_log is None:
+        """The access log record and the metrics of this response (pool thread)."""
+        access_log, metrics = self._access_log, self._metrics
+        if access_log is None and metrics is None:
             return
         status = self._status or "000"
-        access_log.log_request(
-            self._request,
-            peer=self._peer(),
-            status_code=int(status[:3]) if status[:3].isdigit() else 0,
-            bytes_sent=self._bytes_sent,
-            request_time_s=time.monotonic() - self._started,
-        )
+        status_code = int(status[:3]) if status[:3].isdigit() else 0
+        request_time_s = time.monotonic() - self._started
+        if metrics is not None:
+            metrics.observe_request(
+                self._request.method, status_code, request_time_s, self._bytes_sent
+            )
+        if access_log is not None:
+            access_log.log_request(
+                self._request,
+                peer=self._peer(),
+                status_code=status_code,
+                bytes_sent=self._bytes_sent,
+                request_time_s=request_time_s,
+            )
 
 
 def _file_range(filelike: Any) -> tuple[int, int, int] | None:

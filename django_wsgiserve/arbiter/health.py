@@ -5,6 +5,8 @@ them for the whole server:
 
 * ``GET /healthz``: is the server alive? 200 while the master runs and at least one worker
   serves (during a reload too: the old generation serves until the new one does), else 503.
+* ``GET /metrics``: Prometheus text exposition (arbiter/scrape.py renders it), when the
+  master was given a renderer.
 * ``GET /readyz``: should traffic be sent here? 200 only while the server is running with at
   least one worker ready; 503 while it starts, from the first SIGTERM on (during DRAIN_DELAY,
   while it keeps serving, so that balancers stop sending before it stops accepting) and while
@@ -47,8 +49,14 @@ _MAX_REQUEST_BYTES = 8192
 _TIMEOUT_S = 5.0
 # After the answer: how long to read and drop what the client still sends.
 _LINGER_S = 2.0
+# The master blocks at most this long on a scraper's socket (metrics are a few tens of KiB,
+# more than a socket buffer may take in one send when the scraper is slow).
+_SEND_TIMEOUT_S = 1.0
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
 _REASONS[503] = "Service Unavailable"
+_TEXT = "text/plain; charset=utf-8"
+# Prometheus text exposition format 0.0.4.
+_METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class HealthState:
@@ -81,13 +89,16 @@ class HealthEndpoint:
         state: HealthState,
         selector: selectors.BaseSelector,
         clock: Callable[[], float],
+        metrics: Callable[[], bytes] | None = None,
     ) -> None:
+        """``metrics``: renders ``/metrics`` (none: 404)."""
         # A short backlog: probes come one at a time.
         (self._listener,) = sockets.bind_listeners([sockets.parse_bind(address)], backlog=64)
         self._address = address
         self._state = state
         self._selector = selector
         self._clock = clock
+        self._metrics = metrics
         self._probes: dict[int, _Probe] = {}
         selector.register(self._listener, selectors.EVENT_READ, self._accept)
 
@@ -146,35 +157,47 @@ class HealthEndpoint:
         if b"\r\n\r\n" in probe.buffer or b"\n\n" in probe.buffer:
             self._answer(fd, probe, *self._respond(probe.buffer))
         elif not data or len(probe.buffer) >= _MAX_REQUEST_BYTES:
-            self._answer(fd, probe, 400, "bad request\n")
+            self._answer(fd, probe, 400, b"bad request\n")
 
-    def _respond(self, head: bytes) -> tuple[int, str]:
-        """The status and text for a request ``head``."""
+    def _respond(self, head: bytes) -> tuple[int, bytes, str]:
+        """The status, body and content type for a request ``head``."""
         request_line = head.split(b"\n", 1)[0].rstrip(b"\r").split(b" ")
         if len(request_line) != 3 or not request_line[2].startswith(b"HTTP/1."):
-            return 400, "bad request\n"
+            return 400, b"bad request\n", _TEXT
         method, target = request_line[0], request_line[1].split(b"?", 1)[0]
-        if target not in (b"/healthz", b"/readyz"):
-            return 404, "not found: /healthz, /readyz\n"
+        paths = (
+            (b"/healthz", b"/readyz", b"/metrics") if self._metrics else (b"/healthz", b"/readyz")
+        )
+        if target not in paths:
+            names = ", ".join(path.decode("ascii") for path in paths)
+            return 404, f"not found: {names}\n".encode("ascii"), _TEXT
         if method not in (b"GET", b"HEAD"):
-            return 405, "method not allowed\n"
+            return 405, b"method not allowed\n", _TEXT
+        if target == b"/metrics" and self._metrics is not None:
+            return 200, self._metrics(), _METRICS_TYPE
         state = self._state
         if target == b"/healthz":
-            return (200, "ok\n") if state.is_alive else (503, "no worker serves\n")
+            return (200, b"ok\n", _TEXT) if state.is_alive else (503, b"no worker serves\n", _TEXT)
         reason = state.ready_reason
-        return (503, f"{reason}\n") if reason else (200, "ready\n")
+        return (503, f"{reason}\n".encode(), _TEXT) if reason else (200, b"ready\n", _TEXT)
 
-    def _answer(self, fd: int, probe: _Probe, status: int, text: str) -> None:
-        body = b"" if probe.buffer.startswith(b"HEAD ") else text.encode("ascii")
+    def _answer(
+        self, fd: int, probe: _Probe, status: int, text: bytes, content_type: str = _TEXT
+    ) -> None:
+        body = b"" if probe.buffer.startswith(b"HEAD ") else text
         head = (
             f"HTTP/1.1 {status} {_REASONS[status]}\r\n"
-            "Content-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Type: {content_type}\r\n"
             f"Content-Length: {len(text)}\r\n"
             "Cache-Control: no-store\r\n"
             "Connection: close\r\n\r\n"
         )
-        try:  # one small write; a probe that left is no loss
-            probe.sock.send(head.encode("ascii") + body)
+        data = head.encode("ascii") + body
+        try:
+            sent = probe.sock.send(data)
+            if sent < len(data):  # a scrape is larger than a socket buffer may take at once
+                self._send_rest(probe.sock, data[sent:])
+                probe.sock.setblocking(False)
             probe.sock.shutdown(socket.SHUT_WR)
         except OSError:
             self._close(fd)
@@ -182,6 +205,12 @@ class HealthEndpoint:
         probe.is_answered = True
         probe.buffer = b""
         probe.deadline = self._clock() + _LINGER_S
+
+    def _send_rest(self, sock: socket.socket, data: bytes) -> None:
+        """The rest of a large response: blocking, bounded by a short timeout (a scraper reads
+        what it asked for at once; one that does not is dropped)."""
+        sock.settimeout(_SEND_TIMEOUT_S)
+        sock.sendall(data)
 
     def _close(self, fd: int) -> None:
         probe = self._probes.pop(fd, None)

@@ -55,6 +55,7 @@ from django_wsgiserve.arbiter.inbox import SignalInbox
 from django_wsgiserve.arbiter.notifier import SystemdNotifier
 from django_wsgiserve.arbiter.process import ProcessSetup
 from django_wsgiserve.arbiter.reload import Reloader
+from django_wsgiserve.arbiter.scrape import MasterMetrics, metrics_table
 from django_wsgiserve.arbiter.workers import (
     KILL_GRACE_S,
     Worker,
@@ -127,6 +128,11 @@ class Arbiter:
         self.now = clock()
         self._clock = clock
         self._hooks = hooks or Hooks()
+        # METRICS_BIND: the workers' shared counters and what the master adds (scrape.py).
+        self.metrics: MasterMetrics | None = None
+        if config.metrics_bind:
+            self.metrics = MasterMetrics(metrics_table(config.workers, config.threads))
+            self._hooks = self.metrics.observe_hooks(self._hooks)
         self._listeners = list(listeners)
         self._app_name = app_name
         self._unlink_unix = unlink_unix
@@ -161,6 +167,7 @@ class Arbiter:
                     state=self.health_state,
                     selector=self._selector,
                     clock=clock,
+                    metrics=self._render_metrics,
                 )
             except sockets.BindError as exc:
                 self._selector.close()
@@ -177,6 +184,7 @@ class Arbiter:
             title=title,
             static=static,
             hooks=self._hooks,
+            metrics=self.metrics,
         )
         self.workers = WorkerTable(
             recipe,
@@ -216,6 +224,8 @@ class Arbiter:
             self.reloader.adopt(self.now)
         else:
             logger.info("Master (pid %d) starting %d worker(s)", os.getpid(), self.workers.target)
+        if self.health is not None:
+            logger.info("METRICS_BIND: /healthz, /readyz and /metrics at %s", self.health.url())
         try:
             while self.state is not ArbiterState.STOPPED:
                 self._run_once()
@@ -426,6 +436,11 @@ class Arbiter:
             state.ready_reason = ""
         if self.health is not None:
             self.health.check_deadlines(self.now)
+
+    def _render_metrics(self) -> bytes:
+        """``GET /metrics`` (health.py, in this loop)."""
+        assert self.metrics is not None
+        return self.metrics.render(self.workers)
 
     def _urls(self) -> str:
         urls = []

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     import socket
     from collections.abc import Callable, Iterator, Sequence
 
+    from django_wsgiserve.arbiter.scrape import MasterMetrics
     from django_wsgiserve.config import ServerConfig
     from django_wsgiserve.context import StaticResponder
     from django_wsgiserve.wsgi import WSGIApplication
@@ -107,6 +108,7 @@ class Worker:
     is_adopted: bool = False
     slot: int | None = None  # in the accept balance table (balance.py)
     cpu: int | None = None  # CPU_AFFINITY
+    slot_metrics: int | None = None  # in the metrics table (arbiter/scrape.py)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -122,6 +124,7 @@ class WorkerRecipe:
     # it with one rebuilt after a deploy's collectstatic.
     static: StaticResponder | None = None
     hooks: Hooks = field(default_factory=Hooks)
+    metrics: MasterMetrics | None = None  # METRICS_BIND
 
 
 def _send_signal(pid: int, signum: int) -> None:
@@ -244,6 +247,8 @@ class WorkerTable:
         number, self._next_number = self._next_number, self._next_number + 1
         slot = self._balance.claim() if self._balance is not None else None
         cpu = self._next_cpu()
+        metrics = self.recipe.metrics
+        slot_metrics = metrics.claim() if metrics is not None else None
         read_fd = write_fd = -1
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
         try:
@@ -256,15 +261,26 @@ class WorkerTable:
                     os.close(fd)
             if self._balance is not None:
                 self._balance.release(slot)
+            if metrics is not None:
+                metrics.release(slot_metrics)
             logger.error("Could not fork worker %d: %s", number, exc)
             return
         if pid == 0:
-            self._run_child(number, write_fd, [read_fd, *self._own_fds()], mask, slot, cpu)
+            self._run_child(
+                number, write_fd, [read_fd, *self._own_fds()], mask, (slot, slot_metrics), cpu
+            )
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(write_fd)
         os.set_blocking(read_fd, False)
         self._workers[pid] = Worker(
-            pid, number, read_fd, WorkerState.BOOTING, now, slot=slot, cpu=cpu
+            pid,
+            number,
+            read_fd,
+            WorkerState.BOOTING,
+            now,
+            slot=slot,
+            cpu=cpu,
+            slot_metrics=slot_metrics,
         )
         self._selector.register(
             read_fd, selectors.EVENT_READ, functools.partial(self.on_message, pid)
@@ -278,11 +294,12 @@ class WorkerTable:
         channel_fd: int,
         close_fds: list[int],
         signal_mask: set[int | signal.Signals],
-        slot: int | None,
+        slots: tuple[int | None, int | None],
         cpu: int | None,
     ) -> NoReturn:
         """The forked child: straight into ``worker.run_child``, which never returns."""
         recipe = self.recipe
+        slot, slot_metrics = slots
         share = None
         if self._balance is not None and slot is not None:
             share = self._balance.share(slot)
@@ -300,6 +317,7 @@ class WorkerTable:
             share=share,
             cpu=cpu,
             hooks=recipe.hooks,
+            metrics=recipe.metrics.recorder(slot_metrics) if recipe.metrics else None,
         )
 
     def _next_cpu(self) -> int | None:
@@ -447,6 +465,8 @@ class WorkerTable:
             return None
         if self._balance is not None:
             self._balance.release(process.slot)
+        if self.recipe.metrics is not None:
+            self.recipe.metrics.worker_reaped(process, code)
         self._close_channel(process)
         self._exited(process, code)
         return process

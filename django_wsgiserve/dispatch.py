@@ -65,6 +65,7 @@ class Dispatcher:
         self._threads = config.threads
         self._max_queued = config.max_queued_requests
         self._max_pending = config.threads + config.max_queued_requests
+        self._has_trusted_proxies = bool(config.trusted_proxies)
         self._rejected = 0  # 503s since the last overload warning
         self._overload_logged_at = -_OVERLOAD_LOG_INTERVAL_S
         # Requests running in pool threads: thread ident -> (method, target, start time).
@@ -166,6 +167,8 @@ class Dispatcher:
         sent ``X-Request-Start: t=<seconds since the epoch>`` (nginx ``t=${msec}``) (pool
         thread)."""
         metrics.observe_queue(time.monotonic() - now)
+        if not self._has_trusted_proxies:
+            return  # nobody's X-Request-Start is believed: no need to look for one
         for name, value in request.headers:
             if name == b"x-request-start":
                 peer = connection.peer[0]

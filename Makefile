@@ -36,6 +36,7 @@ docs: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PYTHON) benchmarks/run.py $(BENCH_ARGS)
+	$(PY) benchmarks/protocols.py --output docs/benchmarks-protocols.md
 
 bench-quick: $(VENV)/.installed
 	$(PYTHON) benchmarks/run.py --quick $(BENCH_ARGS)

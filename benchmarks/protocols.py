@@ -185,6 +185,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--python", default=sys.executable, help="the project's interpreter")
+    parser.add_argument("--output", type=Path, help="also write the report here (Markdown)")
     args = parser.parse_args()
     python = os.path.abspath(args.python)
     if not os.access(NGINX, os.X_OK):
@@ -209,16 +210,36 @@ def main() -> int:
                 print(f"  run {index + 1}: {name} {runs[name][-1]:,.0f} req/s", flush=True)
     finally:
         stop_all()
+    report = render(runs, names, args)
+    print("\n" + report)
+    if args.output is not None:
+        args.output.write_text(report)
+    print(f"logs: {work.name} in the temporary directory")
+    return 0
+
+
+def render(runs: dict[str, list[float]], names: list[str], args: argparse.Namespace) -> str:
+    """The Markdown report: how it was run, then one row per server."""
     reference = statistics.median(runs["uwsgi"]) if runs.get("uwsgi") else None
-    print("\n| server | nginx to it | /json req/s (median) | vs uWSGI | runs |")
-    print("|---|---|---|---|---|")
+    nginx = subprocess.run([NGINX, "-v"], capture_output=True, text=True).stderr.strip()
+    lines = [
+        "# Behind nginx: HTTP, uwsgi and FastCGI",
+        "",
+        f"`benchmarks/protocols.py --repeat {args.repeat} --duration {args.duration:g}`, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, "
+        f"Python {sys.version.split()[0]}, {nginx.replace('nginx version: ', '')}. "
+        "testproject `/json`, one worker with 8 threads on CPU 1; nginx and wrk (64 "
+        "keep-alive connections) on CPU 0; medians of interleaved runs.",
+        "",
+        "| server | nginx to it | /json req/s (median) | vs uWSGI | runs |",
+        "|---|---|---|---|---|",
+    ]
     for name in names:
         median = statistics.median(runs[name])
         ratio = f"{median / reference:.2f}" if reference else "-"
         all_runs = ", ".join(f"{rate:,.0f}" for rate in runs[name])
-        print(f"| {name} | {SERVERS[name][0]} | {median:,.0f} | {ratio} | {all_runs} |")
-    print(f"\nlogs: {work.name} in the temporary directory")
-    return 0
+        lines.append(f"| {name} | {SERVERS[name][0]} | {median:,.0f} | {ratio} | {all_runs} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

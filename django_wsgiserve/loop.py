@@ -40,8 +40,8 @@ the very moment it is closed. A proxy whose upstream idle timeout is shorter tha
 closes such a connection first (docs/signals.md).
 
 Hooks for the worker process: ``on_tick(now)`` runs at the end of every tick (heartbeat, stuck
-requests, recycling), ``on_drain()`` when a drain begins and ``on_turn()`` at the end of every
-turn of the loop (the access log's batched write).
+requests, recycling), ``on_drain()`` when a drain begins and ``on_turn(now)`` at the end of
+every turn of the loop (the access log's batched write).
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ class Loop:
         clock: Callable[[], float] = time.monotonic,
         on_tick: Callable[[float], None] | None = None,
         on_drain: Callable[[], None] | None = None,
-        on_turn: Callable[[], None] | None = None,
+        on_turn: Callable[[float], None] | None = None,
         share: WorkerShare | None = None,
     ) -> None:
         self.state = LoopState.RUNNING
@@ -283,7 +283,7 @@ class Loop:
         if self.state is LoopState.DRAINING:
             self._check_drained()
         if self._on_turn is not None:
-            self._on_turn()
+            self._on_turn(now)
 
     def run_once(self, timeout: float) -> int:
         """Wait up to ``timeout`` for events and handle them; return how many (loop thread)."""

@@ -77,7 +77,7 @@ def build_server(
         on_tick=on_tick,
         on_drain=on_drain,
         # The access log's lines of this turn leave in one write.
-        on_turn=access_log.flush if access_log is not None else None,
+        on_turn=access_log.flush_if_due if access_log is not None else None,
         share=share,
     )
     keepalive_timeout = config.keepalive_timeout

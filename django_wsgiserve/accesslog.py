@@ -184,16 +184,7 @@ class AccessLog:
         logger = self._logger
         if not logger.isEnabledFor(logging.INFO):
             return
-        request_time_ms = round(request_time_s * 1000.0, 3)
-        extra = {
-            "status_code": status_code,
-            "request_time_ms": request_time_ms,
-            "peer": peer,
-            "worker_pid": self._worker_pid,
-            "bytes_sent": bytes_sent,
-            "method": method,
-            "path": target,
-        }
+        extra = self._fields(peer, method, target, status_code, bytes_sent, request_time_s)
         log_format = self._format
         if log_format == "json":
             record = {"time": self._now(), **extra, "http_version": http_version}
@@ -264,19 +255,9 @@ class AccessLog:
         assert direct is not None
         log_format = self._format
         if log_format == "json":
-            record = {
-                "time": self._now(),
-                "status_code": status_code,
-                "request_time_ms": round(request_time_s * 1000.0, 3),
-                "peer": peer,
-                "worker_pid": self._worker_pid,
-                "bytes_sent": bytes_sent,
-                "method": method,
-                "path": target,
-                "http_version": http_version,
-                "referer": referer,
-                "user_agent": user_agent,
-            }
+            fields = self._fields(peer, method, target, status_code, bytes_sent, request_time_s)
+            record = {"time": self._now(), **fields, "http_version": http_version}
+            record.update(referer=referer, user_agent=user_agent)
             line = json.dumps(record, ensure_ascii=True)
         else:
             request = (escape(method), escape(target), escape(http_version))
@@ -294,6 +275,26 @@ class AccessLog:
             if colour:
                 line = f"{colour}{line}{_RESET}"
         direct.append(line)
+
+    def _fields(
+        self,
+        peer: str,
+        method: str,
+        target: str,
+        status_code: int,
+        bytes_sent: int,
+        request_time_s: float,
+    ) -> dict[str, Any]:
+        """The structured fields of a record (``extra=``, and the JSON format's keys)."""
+        return {
+            "status_code": status_code,
+            "request_time_ms": round(request_time_s * 1000.0, 3),
+            "peer": peer,
+            "worker_pid": self._worker_pid,
+            "bytes_sent": bytes_sent,
+            "method": method,
+            "path": target,
+        }
 
     def _now(self) -> str:
         second = int(self._clock())

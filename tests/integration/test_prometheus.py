@@ -1,5 +1,6 @@
 """A real Prometheus server scrapes the master's /metrics (Debian package ``prometheus``, which
-.ci/run installs): the target is up, and the request rate it computes is not zero."""
+.ci/run installs): the target is up, the request rate it computes is not zero, and every
+query of the Grafana dashboard in docs/grafana/ is valid and names series that exist."""
 
 from __future__ import annotations
 
@@ -13,19 +14,18 @@ import socket
 import subprocess
 import urllib.parse
 import urllib.request
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.keepalive import KeepAliveLoad
 from tests.live import LiveServer, stop_all, wait_until
 
-if TYPE_CHECKING:
-    from pathlib import Path
-
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PROMETHEUS = shutil.which("prometheus")
+DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana" / "django-wsgiserve.json"
 CONFIG = """\
 global:
   scrape_interval: 1s
@@ -44,15 +44,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def query(port: int, expression: str) -> list[Any]:
-    """The instant vector of ``expression`` from Prometheus's HTTP API; [] when not yet up."""
-    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expression})
+def api(port: int, path: str, **parameters: str) -> dict[str, Any]:
+    """A document of Prometheus's HTTP API; {} when it does not answer (yet)."""
+    url = f"http://127.0.0.1:{port}/api/v1/{path}?" + urllib.parse.urlencode(parameters)
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
-            document = json.load(response)
+            return dict(json.load(response))
     except OSError:
-        return []
-    return list(document.get("data", {}).get("result", []))
+        return {}
+
+
+def query(port: int, expression: str) -> list[Any]:
+    """The instant vector of ``expression``; [] when Prometheus is not up yet."""
+    return list(api(port, "query", query=expression).get("data", {}).get("result", []))
 
 
 def value_of(result: list[Any]) -> float:
@@ -98,6 +102,7 @@ def test_prometheus_scrapes_the_master_and_sees_the_requests(tmp_path: Path) -> 
             assert wait_until(lambda: value_of(query(web_port, rate)) > 0, 60)
         assert load.result.failures == []
         assert load.result.ok > 0
+        check_dashboard(web_port)
     finally:
         if prometheus is not None:
             with contextlib.suppress(ProcessLookupError):
@@ -108,3 +113,17 @@ def test_prometheus_scrapes_the_master_and_sees_the_requests(tmp_path: Path) -> 
                 os.killpg(prometheus.pid, signal.SIGKILL)
                 prometheus.wait(5)
         stop_all([server])
+
+
+def check_dashboard(port: int) -> None:
+    """Every query of the dashboard parses and evaluates, and each series it names exists."""
+    names = set(api(port, "label/__name__/values").get("data", []))
+    dashboard = json.loads(DASHBOARD.read_text())
+    expressions = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    assert expressions
+    for expression in expressions:
+        concrete = expression.replace("$job", "wsgiserve")
+        document = api(port, "query", query=concrete)
+        assert document.get("status") == "success", (expression, document)
+        for name in re.findall(r"\b(?:http_server|wsgiserve)_\w+", concrete):
+            assert name in names, (name, sorted(names))

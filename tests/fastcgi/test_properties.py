@@ -13,7 +13,7 @@ from __future__ import annotations
 import string
 import struct
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from django_wsgiserve.fastcgi import CGIRequest, Data, EndOfMessage
 from tests.fastcgi.encoder import (
@@ -30,18 +30,13 @@ from tests.fastcgi.encoder import (
     stream,
 )
 from tests.fastcgi.test_connection import run
+from tests.properties import PROPERTY_SETTINGS as SHARED_SETTINGS, mutate, splits
 
 TCHARS = "!#$%&'*+-.^_`|~" + string.ascii_letters + string.digits
 INTERPRETED = {"REQUEST_METHOD", "CONTENT_LENGTH", "HTTP_TRANSFER_ENCODING"}
 INTERESTING = b"\x00\x01\x02\x04\x05\x08\x09\x80\xff\x7f"
 
-PROPERTY_SETTINGS = settings(
-    derandomize=True,
-    database=None,
-    max_examples=150,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+PROPERTY_SETTINGS = settings(SHARED_SETTINGS, max_examples=150)
 
 names = st.text(alphabet=TCHARS, min_size=1, max_size=140).filter(
     lambda name: name not in INTERPRETED
@@ -92,12 +87,6 @@ def conversations(draw: st.DrawFn) -> tuple[bytes, list[tuple[dict[str, str], by
         draw(requests(draw(st.integers(1, 0xFFFF)))) for _ in range(draw(st.integers(1, 3)))
     ]
     return b"".join(raw for raw, _, _ in generated), [(v, b) for _, v, b in generated]
-
-
-@st.composite
-def splits(draw: st.DrawFn, raw: bytes) -> list[bytes]:
-    points = sorted(set(draw(st.lists(st.integers(1, max(1, len(raw) - 1)), max_size=30))))
-    return [raw[a:b] for a, b in zip([0, *points], [*points, len(raw)], strict=True) if b > a]
 
 
 @PROPERTY_SETTINGS
@@ -173,18 +162,7 @@ def test_arbitrary_records_only_raise_protocol_errors(raw, limits, data):
 
 @st.composite
 def mutated(draw: st.DrawFn) -> bytes:
-    raw = bytearray(draw(conversations())[0])
-    for _ in range(draw(st.integers(1, 4))):
-        position = draw(st.integers(0, len(raw)))
-        byte = draw(st.sampled_from(INTERESTING) | st.integers(0, 255))
-        action = draw(st.sampled_from(["insert", "delete", "replace"]))
-        if action == "insert" or position == len(raw):
-            raw.insert(position, byte)
-        elif action == "delete":
-            del raw[position]
-        else:
-            raw[position] = byte
-    return bytes(raw)
+    return mutate(draw, draw(conversations())[0], INTERESTING)
 
 
 @settings(PROPERTY_SETTINGS, max_examples=400)

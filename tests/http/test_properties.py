@@ -11,10 +11,11 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from django_wsgiserve.http import Data, EndOfMessage, Request
 from tests.http.test_parser_vectors import run
+from tests.properties import PROPERTY_SETTINGS, mutate, splits
 
 TCHARS = "!#$%&'*+-.^_`|~" + string.ascii_letters + string.digits
 # Headers the parser interprets; the generator adds them itself, with valid values. Singleton
@@ -34,14 +35,6 @@ FIELD_VCHARS = bytes(range(0x21, 0x7F)) + bytes(range(0x80, 0x100))
 PATH_CHARS = bytes(c for c in range(0x21, 0x7F) if c not in b"?#")
 QUERY_CHARS = bytes(c for c in range(0x21, 0x7F) if c != ord("#"))
 INTERESTING = b'\r\n\t :;,="\\\x00\x7f0159aFxX-+/?*@[]\xff'
-
-PROPERTY_SETTINGS = settings(
-    derandomize=True,
-    database=None,
-    max_examples=200,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
 
 
 @dataclass
@@ -144,12 +137,6 @@ def requests(draw: st.DrawFn) -> GeneratedRequest:
     )
 
 
-@st.composite
-def splits(draw: st.DrawFn, raw: bytes) -> list[bytes]:
-    cuts = sorted(set(draw(st.lists(st.integers(1, max(1, len(raw) - 1)), max_size=30))))
-    return [raw[a:b] for a, b in zip([0, *cuts], [*cuts, len(raw)], strict=True) if b > a]
-
-
 @PROPERTY_SETTINGS
 @given(requests())
 def test_round_trip(generated):
@@ -208,18 +195,11 @@ def test_arbitrary_bytes_only_raise_protocol_errors(raw, limits, data):
 
 @st.composite
 def mutated(draw: st.DrawFn) -> bytes:
-    raw = bytearray(b"".join(r.raw for r in draw(st.lists(requests(), min_size=1, max_size=2))))
-    for _ in range(draw(st.integers(1, 4))):
-        position = draw(st.integers(0, len(raw)))
-        byte = draw(st.sampled_from(INTERESTING) | st.integers(0, 255))
-        action = draw(st.sampled_from(["insert", "delete", "replace"]))
-        if action == "insert" or position == len(raw):
-            raw.insert(position, byte)
-        elif action == "delete":
-            del raw[position]
-        else:
-            raw[position] = byte
-    return bytes(raw)
+    return mutate(
+        draw,
+        b"".join(r.raw for r in draw(st.lists(requests(), min_size=1, max_size=2))),
+        INTERESTING,
+    )
 
 
 @settings(PROPERTY_SETTINGS, max_examples=500)

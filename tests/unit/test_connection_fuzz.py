@@ -34,7 +34,8 @@ from django_wsgiserve.pool import ThreadPool
 from django_wsgiserve.server import build_server
 from django_wsgiserve.wsgi import EnvironTemplate
 from tests.apps import big, echo
-from tests.http.test_properties import PROPERTY_SETTINGS, mutated, requests, splits
+from tests.http.test_properties import mutated, requests
+from tests.properties import PROPERTY_SETTINGS, splits
 
 FIXED_DATE = b"Tue, 24 Nov 2026 12:00:00 GMT"
 TIMEOUTS = {"HEADER_TIMEOUT": 10.0, "BODY_TIMEOUT": 5.0, "KEEPALIVE_TIMEOUT": 20.0}

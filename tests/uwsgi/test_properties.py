@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import string
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from django_wsgiserve.uwsgi import CGIRequest, Data
+from tests.properties import PROPERTY_SETTINGS, mutate, splits
 from tests.uwsgi.encoder import packet
 from tests.uwsgi.test_parser import run
 
@@ -22,13 +23,6 @@ TCHARS = "!#$%&'*+-.^_`|~" + string.ascii_letters + string.digits
 INTERPRETED = {"REQUEST_METHOD", "CONTENT_LENGTH", "HTTP_TRANSFER_ENCODING"}
 INTERESTING = b"\x00\x01\x02\x05\x0e\x1e\xff\x7f0-=: "
 
-PROPERTY_SETTINGS = settings(
-    derandomize=True,
-    database=None,
-    max_examples=200,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
 
 names = st.text(alphabet=TCHARS, min_size=1, max_size=20).filter(
     lambda name: name not in INTERPRETED
@@ -47,12 +41,6 @@ def requests(draw: st.DrawFn) -> tuple[bytes, dict[str, str], bytes]:
         pairs.insert(draw(st.integers(0, len(pairs))), (b"CONTENT_LENGTH", b"%d" % len(body)))
     expected = {name.decode(): value.decode("latin-1") for name, value in pairs}
     return packet(pairs, body, modifier2=draw(st.integers(0, 255))), expected, body
-
-
-@st.composite
-def splits(draw: st.DrawFn, raw: bytes) -> list[bytes]:
-    cuts = sorted(set(draw(st.lists(st.integers(1, max(1, len(raw) - 1)), max_size=30))))
-    return [raw[a:b] for a, b in zip([0, *cuts], [*cuts, len(raw)], strict=True) if b > a]
 
 
 @PROPERTY_SETTINGS
@@ -111,18 +99,7 @@ def test_arbitrary_bytes_only_raise_protocol_errors(raw, limits, data):
 
 @st.composite
 def mutated(draw: st.DrawFn) -> bytes:
-    raw = bytearray(draw(requests())[0])
-    for _ in range(draw(st.integers(1, 4))):
-        position = draw(st.integers(0, len(raw)))
-        byte = draw(st.sampled_from(INTERESTING) | st.integers(0, 255))
-        action = draw(st.sampled_from(["insert", "delete", "replace"]))
-        if action == "insert" or position == len(raw):
-            raw.insert(position, byte)
-        elif action == "delete":
-            del raw[position]
-        else:
-            raw[position] = byte
-    return bytes(raw)
+    return mutate(draw, draw(requests())[0], INTERESTING)
 
 
 @settings(PROPERTY_SETTINGS, max_examples=500)

@@ -62,9 +62,18 @@ class SyncPool:
 
 
 class Harness:
-    """One Loop + Connection on a socketpair; ``client`` is the test's end."""
+    """One Loop + Connection on a socketpair; ``client`` is the test's end. Subclasses serve
+    another protocol by overriding ``make_connection`` (test_gateway_connection.py)."""
 
-    def __init__(self, *, pool: Any = None, app: Any = echo.application, **options: Any) -> None:
+    def __init__(
+        self,
+        *,
+        pool: Any = None,
+        app: Any = echo.application,
+        peer: tuple[str, str] = ("127.0.0.1", "4711"),
+        script_name: str = "",
+        **options: Any,
+    ) -> None:
         self.clock = FakeClock()
         config = resolve_config({"ACCESS_LOG": False, **TIMEOUTS, **options}, {}, {})
         self.pool = pool or SyncPool()
@@ -76,10 +85,10 @@ class Harness:
         server_end, self.client = socket.socketpair()
         server_end.setblocking(False)
         self.client.setblocking(False)
-        template = EnvironTemplate(server_name="test", server_port="80", script_name="")
-        self.connection = Connection(
+        template = EnvironTemplate(server_name="test", server_port="80", script_name=script_name)
+        self.connection = self.make_connection(
             server_end,
-            ("127.0.0.1", "4711"),
+            peer,
             loop=self.loop,
             context=server.context,
             dispatcher=server.dispatcher,
@@ -88,6 +97,9 @@ class Harness:
         self.loop.add_connection(self.connection)
         self.received = bytearray()
         self.client_closed = False
+
+    def make_connection(self, sock: socket.socket, peer: tuple[str, str], **common: Any) -> Any:
+        return Connection(sock, peer, **common)
 
     def pump(self) -> None:
         """Run the loop's selector until nothing is ready (as ``Loop.run`` would)."""

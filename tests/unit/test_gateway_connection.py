@@ -4,20 +4,19 @@ encoders of tests/uwsgi and tests/fastcgi."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from django_wsgiserve.config import resolve_config
 from django_wsgiserve.gatewayconn import FastCGIPeerConnection, UwsgiConnection
-from django_wsgiserve.server import build_server
-from django_wsgiserve.wsgi import EnvironTemplate, FileWrapper
+from django_wsgiserve.wsgi import FileWrapper
 from tests.fastcgi import encoder as fcgi
-from tests.unit.test_connection_fuzz import FakeClock, SyncPool
+from tests.unit.test_connection_fuzz import Harness, SyncPool
 from tests.uwsgi import encoder as uwsgi
+
+if TYPE_CHECKING:
+    import socket
 
 STDOUT, END_REQUEST, GET_VALUES_RESULT = 6, 3, 10
 KEEP_CONN = 1
@@ -52,84 +51,23 @@ def environ_app(environ, start_response):
     return [body]
 
 
-class GatewayHarness:
+class GatewayHarness(Harness):
     """One Loop + gateway connection on a socketpair; ``client`` plays nginx."""
 
-    def __init__(
-        self,
-        protocol: str,
-        *,
-        app: Any = environ_app,
-        peer: tuple[str, str] = ("127.0.0.1", "4711"),
-        script_name: str = "",
-        **options: Any,
-    ) -> None:
-        self.clock = FakeClock()
-        config = resolve_config(
-            {"ACCESS_LOG": False, "HEADER_TIMEOUT": 10.0, "BODY_TIMEOUT": 5.0, **options}, {}, {}
-        )
-        server = build_server(
-            config=config, listeners=[], application=app, pool=SyncPool(), clock=self.clock
-        )
-        self.loop = server.loop
-        server_end, self.client = socket.socketpair()
-        server_end.setblocking(False)
-        self.client.setblocking(False)
-        template = EnvironTemplate(server_name="test", server_port="80", script_name=script_name)
-        common: dict[str, Any] = {
-            "loop": self.loop,
-            "context": server.context,
-            "dispatcher": server.dispatcher,
-            "template": template,
-        }
-        if protocol == "uwsgi":
-            self.connection: Any = UwsgiConnection(server_end, peer, **common)
-        else:
-            self.connection = FastCGIPeerConnection(
-                server_end, peer, max_conns=100, max_reqs=4, **common
-            )
-        self.loop.add_connection(self.connection)
-        self.received = bytearray()
-        self.client_closed = False
+    def __init__(self, protocol: str, *, app: Any = environ_app, **options: Any) -> None:
+        self.protocol = protocol
+        options.setdefault("KEEPALIVE_TIMEOUT", 75.0)  # the default, not the fuzz tests' 20 s
+        super().__init__(pool=SyncPool(), app=app, **options)
 
-    def pump(self) -> None:
-        for _ in range(1000):
-            if not self.loop.run_once(0):
-                break
-            self.read()
-        self.read()
-
-    def read(self) -> None:
-        while not self.client_closed:
-            try:
-                data = self.client.recv(1 << 16)
-            except BlockingIOError:
-                return
-            except ConnectionResetError:
-                data = b""
-            if not data:
-                self.client_closed = True
-                return
-            self.received += data
-
-    def send(self, data: bytes) -> None:
-        with contextlib.suppress(OSError):
-            self.client.sendall(data)
-        self.pump()
-
-    def advance(self, seconds: float) -> None:
-        self.clock.now += seconds
-        self.loop.step(0)
-        self.pump()
+    def make_connection(self, sock: socket.socket, peer: tuple[str, str], **common: Any) -> Any:
+        if self.protocol == "uwsgi":
+            return UwsgiConnection(sock, peer, **common)
+        return FastCGIPeerConnection(sock, peer, max_conns=100, max_reqs=4, **common)
 
     def take(self) -> bytes:
         data = bytes(self.received)
         self.received.clear()
         return data
-
-    def close(self) -> None:
-        self.loop.close()
-        self.client.close()
 
 
 @pytest.fixture

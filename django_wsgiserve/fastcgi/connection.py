@@ -69,6 +69,7 @@ from django_wsgiserve.http.events import (
     EndOfMessage,
     ParserSignal,
 )
+from django_wsgiserve.http.receive import ReceiveBuffer
 
 __all__ = ["FastCGIConnection", "FastCGIEvent", "RequestAborted"]
 
@@ -109,7 +110,7 @@ class _State(enum.Enum):
     FAILED = "failed"  # a ProtocolError was raised; raise again forever
 
 
-class FastCGIConnection:
+class FastCGIConnection(ReceiveBuffer):
     """One FastCGI connection, Responder role. See the module docstring.
 
     Limits (plain ints):
@@ -138,8 +139,7 @@ class FastCGIConnection:
             b"FCGI_MAX_REQS": b"%d" % max_reqs,
             b"FCGI_MPXS_CONNS": b"0",  # one request at a time per connection
         }
-        self._buf = bytearray()
-        self._eof = False
+        super().__init__()
         self._output = bytearray()
         self._state = _State.IDLE
         self._failure: tuple[type[ProtocolError], str] | None = None
@@ -152,22 +152,6 @@ class FastCGIConnection:
         self._received = 0  # STDIN bytes of the active request so far
 
     # -- feeding and output --------------------------------------------------------------------
-
-    def feed(self, data: bytes) -> None:
-        """Append bytes received from the web server."""
-        if data:
-            if self._eof:
-                raise RuntimeError("FastCGIConnection.feed() called after feed_eof()")
-            self._buf += data
-
-    def feed_eof(self) -> None:
-        """Record that the web server closed its sending side."""
-        self._eof = True
-
-    @property
-    def buffered_bytes(self) -> int:
-        """Bytes received but not yet turned into events."""
-        return len(self._buf)
 
     def data_to_send(self) -> bytes:
         """Take the bytes the protocol layer must send by itself (management replies,

@@ -59,6 +59,7 @@ from django_wsgiserve.http.events import (
     ParserSignal,
     Request,
 )
+from django_wsgiserve.http.receive import ReceiveBuffer
 
 __all__ = ["RequestParser"]
 
@@ -166,7 +167,7 @@ class _State(enum.Enum):
     FAILED = "failed"  # a ProtocolError was raised; raise again forever
 
 
-class RequestParser:
+class RequestParser(ReceiveBuffer):
     """Parse a stream of HTTP/1.0 and HTTP/1.1 requests. See the module docstring.
 
     Limits (all plain ints; defaults cite precedent):
@@ -193,8 +194,7 @@ class RequestParser:
         self._max_body_bytes = max_body_bytes
         # A valid head ends within this many bytes: request line, CRLF, header section.
         self._head_limit = max_request_line + 2 + max_header_bytes
-        self._buf = bytearray()
-        self._eof = False
+        super().__init__()
         self._state = _State.HEAD
         self._failure: tuple[type[ProtocolError], str] | None = None
         self._empty_lines = 0  # empty lines skipped before the current request line
@@ -204,24 +204,6 @@ class RequestParser:
         self._remaining = 0  # body or chunk-data bytes still expected
         self._body_total = 0  # sum of chunk sizes so far
         self._valid_host: bytes | None = None  # the last Host that passed validation
-
-    # -- feeding -------------------------------------------------------------------------------
-
-    def feed(self, data: bytes) -> None:
-        """Append bytes received from the peer."""
-        if data:
-            if self._eof:
-                raise RuntimeError("RequestParser.feed() called after feed_eof()")
-            self._buf += data
-
-    def feed_eof(self) -> None:
-        """Record that the peer closed its sending side; nothing more will be fed."""
-        self._eof = True
-
-    @property
-    def buffered_bytes(self) -> int:
-        """Bytes received but not yet turned into events."""
-        return len(self._buf)
 
     # -- events --------------------------------------------------------------------------------
 

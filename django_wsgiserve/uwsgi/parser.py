@@ -46,6 +46,7 @@ from django_wsgiserve.http.events import (
     EndOfMessage,
     ParserSignal,
 )
+from django_wsgiserve.http.receive import ReceiveBuffer
 
 __all__ = ["UwsgiEvent", "UwsgiRequestParser"]
 
@@ -67,7 +68,7 @@ class _State(enum.Enum):
     FAILED = "failed"  # a ProtocolError was raised; raise again forever
 
 
-class UwsgiRequestParser:
+class UwsgiRequestParser(ReceiveBuffer):
     """Parse the one request of a uwsgi connection. See the module docstring.
 
     Limits (plain ints):
@@ -86,29 +87,10 @@ class UwsgiRequestParser:
     def __init__(self, *, max_vars_bytes: int = 65535, max_body_bytes: int = 104857600) -> None:
         self._max_vars_bytes = max_vars_bytes
         self._max_body_bytes = max_body_bytes
-        self._buf = bytearray()
-        self._eof = False
+        super().__init__()
         self._state = _State.PACKET
         self._failure: tuple[type[ProtocolError], str] | None = None
         self._remaining = 0  # body bytes still expected
-
-    # -- feeding -------------------------------------------------------------------------------
-
-    def feed(self, data: bytes) -> None:
-        """Append bytes received from the peer."""
-        if data:
-            if self._eof:
-                raise RuntimeError("UwsgiRequestParser.feed() called after feed_eof()")
-            self._buf += data
-
-    def feed_eof(self) -> None:
-        """Record that the peer closed its sending side; nothing more will be fed."""
-        self._eof = True
-
-    @property
-    def buffered_bytes(self) -> int:
-        """Bytes received but not yet turned into events."""
-        return len(self._buf)
 
     # -- events --------------------------------------------------------------------------------
 

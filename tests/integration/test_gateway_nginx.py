@@ -11,7 +11,6 @@ import json
 import os
 import re
 import socket
-import uuid
 from typing import TYPE_CHECKING
 
 import pytest
@@ -113,27 +112,8 @@ def test_admin_login_with_csrf(front: Front) -> None:
 
 def test_multipart_upload(front: Front) -> None:
     browser = Browser(front)  # type: ignore[arg-type]
-    token = browser.csrf_token("/upload/")
     content = os.urandom(1_000_000)
-    boundary = uuid.uuid4().hex
-    body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="csrfmiddlewaretoken"\r\n\r\n'
-            f'{token}\r\n--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-            f'filename="data.bin"\r\nContent-Type: application/octet-stream\r\n\r\n'
-        ).encode()
-        + content
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    response = browser.request(
-        "POST",
-        "/upload/?format=json",
-        body,
-        {
-            "Content-Type": f"multipart/form-data; boundary={boundary}",
-            "Referer": "http://127.0.0.1/",
-        },
-    )
+    response = browser.upload(content)
     assert response.status in (200, 201)
     stored = json.loads(response.body)
     assert stored["size"] == len(content)

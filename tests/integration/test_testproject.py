@@ -106,6 +106,30 @@ class Browser:
             {"Content-Type": "application/x-www-form-urlencoded", "Referer": "http://127.0.0.1/"},
         )
 
+    def upload(self, content: bytes) -> Response:
+        """POST ``content`` as a file to /upload/ (multipart/form-data, with the CSRF token)."""
+        token = self.csrf_token("/upload/")
+        boundary = uuid.uuid4().hex
+        body = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="csrfmiddlewaretoken"'
+                f"\r\n\r\n{token}\r\n--{boundary}\r\nContent-Disposition: form-data; "
+                f'name="file"; filename="data.bin"\r\nContent-Type: application/octet-stream'
+                "\r\n\r\n"
+            ).encode()
+            + content
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        return self.request(
+            "POST",
+            "/upload/?format=json",
+            body,
+            {
+                "Content-Type": f"multipart/form-data; boundary={boundary}",
+                "Referer": "http://127.0.0.1/",
+            },
+        )
+
 
 @pytest.mark.parametrize(
     ("path", "needle"),
@@ -157,27 +181,8 @@ def test_contact_form_post_with_csrf(site: LiveServer) -> None:
 
 def test_multipart_upload(site: LiveServer) -> None:
     browser = Browser(site)
-    token = browser.csrf_token("/upload/")
     content = os.urandom(300_000)
-    boundary = uuid.uuid4().hex
-    body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="csrfmiddlewaretoken"\r\n\r\n'
-            f'{token}\r\n--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-            f'filename="data.bin"\r\nContent-Type: application/octet-stream\r\n\r\n'
-        ).encode()
-        + content
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    response = browser.request(
-        "POST",
-        "/upload/?format=json",
-        body,
-        {
-            "Content-Type": f"multipart/form-data; boundary={boundary}",
-            "Referer": "http://127.0.0.1/",
-        },
-    )
+    response = browser.upload(content)
     assert response.status in (200, 201)
     stored = json.loads(response.body)
     assert stored["size"] == len(content)

@@ -99,55 +99,46 @@ class Dispatcher:
             if metrics is not None:
                 self._observe_waits(metrics, connection, request, now)
             try:
-                if gateway is None:
-                    environ = connection.template.build(request, body, body_size, connection.peer)
-                    context.proxies.apply(environ)
-                    RequestCycle(
-                        app=self._application,
-                        environ=environ,
-                        request=request,
-                        sink=connection.sink,
-                        writer=context.writer,
-                        get_date=connection.sink.get_date,
-                        access_log=context.access_log,
-                        keep_alive=keep_alive,
-                        started=now,
-                        metrics=metrics,
-                    ).run()
-                else:
-                    self._run_gateway(
-                        connection, request, gateway, body, body_size, keep_alive, now
-                    )
+                self._cycle(connection, request, gateway, body, body_size, keep_alive, now).run()
             finally:
                 del in_flight[ident]
                 body.close()
 
         self._pool.submit(run_request)
 
-    def _run_gateway(
+    def _cycle(
         self,
         connection: Connection,
         request: Request,
-        gateway: GatewayRequest,
+        gateway: GatewayRequest | None,
         body: io.IOBase,
         body_size: int,
         keep_alive: bool,
         now: float,
-    ) -> None:
-        """Run a uwsgi or FastCGI request (pool thread)."""
+    ) -> RequestCycle:
+        """The request's cycle: its environ from the HTTP request, or from a uwsgi or FastCGI
+        request's CGI variables, with the response head written by that protocol (pool
+        thread)."""
         context = self._context
         peer = connection.peer
-        environ = build_environ(
-            connection.template,
-            gateway.variables,
-            body,
-            body_size,
-            peer,
-            is_trusted=context.proxies.is_trusted(peer[0]),
-        )
+        options: dict[str, Any] = {}
+        cycle_class: Callable[..., RequestCycle]
+        if gateway is None:
+            environ = connection.template.build(request, body, body_size, peer)
+            cycle_class = RequestCycle
+        else:
+            environ = build_environ(
+                connection.template,
+                gateway.variables,
+                body,
+                body_size,
+                peer,
+                is_trusted=context.proxies.is_trusted(peer[0]),
+            )
+            cycle_class = GatewayRequestCycle
+            options["head_writer"] = gateway.head_writer
         context.proxies.apply(environ)
-        GatewayRequestCycle(
-            head_writer=gateway.head_writer,
+        return cycle_class(
             app=self._application,
             environ=environ,
             request=request,
@@ -158,7 +149,8 @@ class Dispatcher:
             keep_alive=keep_alive,
             started=now,
             metrics=context.metrics,
-        ).run()
+            **options,
+        )
 
     def _observe_waits(
         self, metrics: WorkerMetrics, connection: Connection, request: Request, now: float

@@ -161,6 +161,16 @@ class FastCGIConnection(ReceiveBuffer):
         return data
 
     @property
+    def buffered_bytes(self) -> int:
+        """Bytes received but not yet turned into events: the buffer and, from
+        FCGI_BEGIN_REQUEST to the end of FCGI_PARAMS, the content of the records taken for
+        the request so far. A connection with a request partly received is not idle: a
+        drain does not close it, and HEADER_TIMEOUT (not the idle timeout) bounds it."""
+        if self._state is _State.PARAMS:
+            return len(self._buf) + _BEGIN_REQUEST_BODY.size + self._params_size
+        return len(self._buf)
+
+    @property
     def keep_alive(self) -> bool:
         """Whether the connection stays open after the active (or last) request: its
         FCGI_KEEP_CONN flag (spec §5.1); if False, close once its END_REQUEST is sent."""

@@ -551,6 +551,20 @@ def test_end_request_app_status_and_close():
     assert connection.next_event() == ConnectionClosed()
 
 
+def test_request_partly_received_is_buffered_until_its_params_end():
+    # Records taken from the buffer for a request not yet delivered still count: the
+    # connection is not idle (a drain must not close it, HEADER_TIMEOUT bounds it).
+    connection = FastCGIConnection()
+    connection.feed(begin(flags=KEEP_CONN) + record(PARAMS, 1, pairs(GET)))
+    assert connection.next_event() is NEED_DATA
+    assert connection.buffered_bytes > 0
+    connection.feed(record(PARAMS, 1) + stream(STDIN, 1, b""))
+    assert events_until_need_data(connection) == [cgi(GET, keep_alive=True), END_1]
+    assert connection.buffered_bytes == 0
+    connection.end_request()
+    assert connection.buffered_bytes == 0  # between requests: idle
+
+
 def test_eof_while_the_application_runs():
     connection = FastCGIConnection()
     connection.feed(request(GET, flags=KEEP_CONN))

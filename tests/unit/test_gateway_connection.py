@@ -304,3 +304,43 @@ def test_fastcgi_app_error_is_500(harnesses):
     assert stdout.startswith(b"Status: 500 Internal Server Error\r\n")
     assert records[-1][0] == END_REQUEST
     assert harness.client_closed  # an application error closes the connection
+
+
+POST_VARIABLES = [(b"REQUEST_METHOD", b"POST"), (b"REQUEST_URI", b"/x"), (b"CONTENT_LENGTH", b"3")]
+
+
+def cut_inside_params(request: bytes) -> int:
+    """Where ``request`` (fcgi.request) is cut after its first PARAMS record: the request has
+    begun, its variables are not all there."""
+    params_length = int.from_bytes(request[16 + 4 : 16 + 6], "big")
+    params_padding = request[16 + 6]
+    return 16 + 8 + params_length + params_padding
+
+
+def test_fastcgi_request_cut_inside_params_is_not_idle_for_a_drain(harnesses):
+    harness = harnesses("fastcgi", KEEPALIVE_TIMEOUT=20.0, DRAIN_KEEPALIVE_TIMEOUT=2.0)
+    harness.send(fcgi.nginx_request(POST_VARIABLES, b"abc", flags=KEEP_CONN))
+    assert stdout_of(harness.take())[1][-1][0] == END_REQUEST
+    request = fcgi.nginx_request(POST_VARIABLES, b"def", flags=KEEP_CONN)
+    cut = cut_inside_params(request)
+    harness.send(request[:cut])  # BEGIN_REQUEST and a PARAMS record, not the stream's end
+    harness.loop.request_stop()
+    harness.advance(0.0)  # the drain begins
+    harness.advance(3.0)  # past its window: an idle connection would be closed now
+    assert not harness.client_closed
+    harness.send(request[cut:])
+    stdout, records = stdout_of(harness.take())
+    assert json.loads(split_head(stdout)[1])["body"] == "def"
+    assert END_REQUEST in [record_type for record_type, _, _ in records]
+    assert harness.client_closed  # answered, then closed: the worker drains
+
+
+def test_fastcgi_request_cut_inside_params_gets_header_timeout(harnesses):
+    harness = harnesses("fastcgi", KEEPALIVE_TIMEOUT=20.0, HEADER_TIMEOUT=10.0)
+    request = fcgi.nginx_request(POST_VARIABLES, b"abc", flags=KEEP_CONN)
+    harness.send(request[: cut_inside_params(request)])
+    harness.advance(11.0)  # HEADER_TIMEOUT, not KEEPALIVE_TIMEOUT, bounds a begun request
+    stdout, records = stdout_of(harness.take())
+    assert stdout.startswith(b"Status: 408 ")
+    assert END_REQUEST in [record_type for record_type, _, _ in records]
+    assert harness.client_closed

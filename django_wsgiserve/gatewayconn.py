@@ -17,8 +17,11 @@ WRITE_TIMEOUT, the idle timeout and the drain's limit on it) and the hand-off to
 * FastCGI: every response byte travels in FCGI_STDOUT records, which ``FastCGIChannel`` (the
   pool thread's sink) makes; a file is therefore read and framed, not sent with sendfile. The
   request ends, in the loop thread, with ``FastCGIConnection.end_request()``; then the
-  connection either closes (no FCGI_KEEP_CONN, or the worker drains) or waits for the next
-  request, idle exactly like an HTTP keep-alive connection. Management replies of the
+  connection either closes (no FCGI_KEEP_CONN, or the worker drains: FCGI_END_REQUEST is
+  then followed by the parser's closing notice, FastCGI's stand-in for ``Connection:
+  close``) or waits for the next request, idle exactly like an HTTP keep-alive connection.
+  From FCGI_BEGIN_REQUEST to the end of FCGI_PARAMS a connection is not idle (the parser
+  counts those records as buffered bytes). Management replies of the
   protocol layer (``data_to_send()``) are queued on the same output, so they are bounded by
   the same backpressure: while output waits, the loop stops reading.
 * Errors found by the loop (a ``ProtocolError``, a timeout, a full queue) are answered in the
@@ -449,8 +452,9 @@ class FastCGIPeerConnection(GatewayConnection):
 
     def _end(self, *, keep_alive: bool) -> bool:
         """Send FCGI_END_REQUEST; True when the next request may be parsed at once."""
-        self.send_from_loop(self._fastcgi.end_request())
-        keep_alive = keep_alive and self._fastcgi.keep_alive and not self._loop.is_draining
+        fastcgi = self._fastcgi
+        keep_alive = keep_alive and fastcgi.keep_alive and not self._loop.is_draining
+        self.send_from_loop(fastcgi.end_request(is_closing=not keep_alive))
         return self.after_response(keep_alive=keep_alive)
 
     def _send_static(self, request: Request, response: StaticResponse) -> bool:

@@ -100,6 +100,8 @@ class LiveServer:
     wait_ready: bool = True  # False: start() returns at once (servers meant to fail at boot)
     # True: no LISTEN_FDS, the server binds its BIND itself (set ``address`` afterwards).
     binds_itself: bool = False
+    # LISTEN_FDNAMES for the socket passed (systemd's FileDescriptorName=: "uwsgi", "fastcgi").
+    fd_name: str = ""
     _tmpdir: str = ""
 
     def start(self) -> LiveServer:
@@ -115,6 +117,8 @@ class LiveServer:
         }
         for name in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
             env.pop(name, None)
+        if self.fd_name and not self.binds_itself:
+            env["LISTEN_FDNAMES"] = self.fd_name  # the shim passes it on untouched
         command = [sys.executable, *self.manage, "serve"]
         passed: tuple[int, ...] = ()
         if listener is not None:  # exec_shim puts it at fd 3 as LISTEN_FDS=1

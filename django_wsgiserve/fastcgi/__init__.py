@@ -19,7 +19,9 @@ Design note: how the connection layer is expected to drive it.
   ``body(data)`` parts (bytes and memoryviews, for ``sendmsg``). At the end, back on the loop
   thread, ``end_request()`` returns the records that close the request; then, if
   ``keep_alive`` is False, close the connection once they are sent (spec §5.1), else wait for
-  the next request. A 204/304/HEAD response sends no body bytes, as for HTTP.
+  the next request. To close a connection the web server asked to keep (a drain), pass
+  ``is_closing=True``: a closing notice follows FCGI_END_REQUEST so that the web server does
+  not reuse the connection. A 204/304/HEAD response sends no body bytes, as for HTTP.
 * ``RequestAborted``: the web server's client went away (spec §5.4): stop the response as
   for a client disconnect and send ``end_request()`` as soon as possible.
 * Any ``ProtocolError``: send ``error_response(exc.status_code, exc.reason)`` (a 4xx for the

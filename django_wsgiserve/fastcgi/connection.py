@@ -364,29 +364,55 @@ class FastCGIConnection(ReceiveBuffer):
             raise RuntimeError("no FastCGI request to respond to")
         return FastCGIResponseWriter(request_id=self._request_id)
 
-    def end_request(self, app_status: int = 0) -> bytes:
+    def end_request(self, app_status: int = 0, *, is_closing: bool = False) -> bytes:
         """End the active request: return the empty STDOUT record and FCGI_END_REQUEST
         (FCGI_REQUEST_COMPLETE, ``app_status``) to send after the response. The request id
-        becomes inactive (spec §3.3); if ``keep_alive`` is False, close once it is sent."""
+        becomes inactive (spec §3.3); if ``keep_alive`` is False, close once it is sent.
+
+        ``is_closing``: the application closes the connection after these records although
+        the web server asked to keep it (a drain, an error); see ``_closing_notice()``."""
         data = self.response_writer().end_request(app_status=app_status)
+        if is_closing:
+            data += self._closing_notice()
         if self._state is _State.FAILED:
             self._request_id = None
         else:
             self._request_ended()
         return data
 
+    def _closing_notice(self) -> bytes:
+        """What follows FCGI_END_REQUEST, in the same send, when the application closes a
+        connection the web server asked to keep (FCGI_KEEP_CONN): an empty
+        FCGI_GET_VALUES_RESULT, a well-formed management record (spec §4.1) that tells and
+        asks nothing; b"" without FCGI_KEEP_CONN (the web server closes it itself).
+
+        Why: spec §5.1 leaves a FCGI_KEEP_CONN connection to the web server and FastCGI has
+        no way to say "this connection ends here". The FIN that follows FCGI_END_REQUEST may
+        arrive after the web server has put the connection back in its pool and sent the
+        next request on it, which then fails ("upstream prematurely closed"; nginx does not
+        retry a POST). Bytes after FCGI_END_REQUEST make the web server drop the connection
+        itself: nginx keeps an upstream FastCGI connection only when FCGI_END_REQUEST is the
+        last byte it read, and its keep-alive pool closes a connection with unread bytes;
+        Apache's mod_proxy_fcgi does not reuse a connection with unread bytes either."""
+        if not self._keep_alive:
+            return b""
+        return record(RecordType.GET_VALUES_RESULT, 0)
+
     def error_response(self, status_code: int, reason: str) -> bytes:
         """After a ``ProtocolError``: a short plain-text response and FCGI_END_REQUEST for the
-        active request, or ``b""`` if no request was active. The connection must be closed
-        after it. Only valid before the application's response head was sent."""
+        active request (and the closing notice, see ``_closing_notice()``), or ``b""`` if no
+        request was active. The connection must be closed after it. Only valid before the
+        application's response head was sent."""
         if self._request_id is None:
             return b""
         writer = FastCGIResponseWriter(request_id=self._request_id)
         self._request_id = None
         if self._state is not _State.FAILED:
             self._state = _State.CLOSED
-        return writer.error_response(status_code=status_code, reason=reason) + (
-            writer.end_request(app_status=1)
+        return (
+            writer.error_response(status_code=status_code, reason=reason)
+            + writer.end_request(app_status=1)
+            + self._closing_notice()
         )
 
     def _request_ended(self) -> ConnectionClosed | None:

@@ -484,7 +484,12 @@ def test_error_response_answers_the_active_request():
     records = parse_records(sent)
     assert records[0][:2] == (STDOUT, 7)
     assert records[0][2].startswith(b"Status: 413 Content Too Large\r\n")
-    assert records[-2:] == [(STDOUT, 7, b""), (END, 7, end_request_body(1, 0))]
+    # FCGI_KEEP_CONN: the closing notice follows, as we close (see the next tests).
+    assert records[-3:] == [
+        (STDOUT, 7, b""),
+        (END, 7, end_request_body(1, 0)),
+        (GET_VALUES_RESULT, 0, b""),
+    ]
     assert connection.error_response(400, "Bad Request") == b""  # once only
 
 
@@ -549,6 +554,25 @@ def test_end_request_app_status_and_close():
         end_request_body(2**32 - 1, 0),
     )
     assert connection.next_event() == ConnectionClosed()
+
+
+@pytest.mark.parametrize(
+    ("flags", "is_closing", "after_end"),
+    [
+        pytest.param(KEEP_CONN, True, [(GET_VALUES_RESULT, 0, b"")], id="keep-conn-closed"),
+        pytest.param(KEEP_CONN, False, [], id="keep-conn-kept"),
+        pytest.param(0, True, [], id="no-keep-conn"),
+    ],
+)
+def test_closing_notice_after_end_request(flags, is_closing, after_end):
+    # Closing a connection the web server asked to keep: bytes after FCGI_END_REQUEST, in the
+    # same send, make it drop the connection rather than reuse it before our FIN arrives.
+    connection = FastCGIConnection()
+    connection.feed(request(GET, flags=flags))
+    events_until_need_data(connection)
+    records = parse_records(connection.end_request(is_closing=is_closing))
+    assert records[:2] == [(STDOUT, 1, b""), (END, 1, end_request_body(0, 0))]
+    assert records[2:] == after_end
 
 
 def test_request_partly_received_is_buffered_until_its_params_end():

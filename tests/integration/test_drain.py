@@ -1,5 +1,6 @@
 """No request on a keep-alive connection is lost when workers leave: reloads, resizes,
-recycling and shutdown, with real keep-alive clients and with real nginx in front.
+recycling and shutdown, with real keep-alive clients and with real nginx in front, over HTTP,
+FastCGI (``fastcgi_keep_conn on``) and uwsgi.
 
 The load (tests/keepalive.py) POSTs 2 KB to the echo app from client threads that keep
 their connections, as browsers and proxies do, and retries nothing: one lost request fails
@@ -38,11 +39,14 @@ REQUESTS_BETWEEN_SIGNALS = 150
 def start(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
     servers: list[LiveServer] = []
 
-    def start_server(*args: str, family: str = "tcp", bound: bool = False) -> LiveServer:
+    def start_server(
+        *args: str, family: str = "tcp", bound: bool = False, fd_name: str = ""
+    ) -> LiveServer:
         server = LiveServer(
             log_path=tmp_path / f"server-{len(servers)}.log",
             family=family,
             binds_itself=bound,
+            fd_name=fd_name,
             args=["--no-access-log", *args],
         )
         servers.append(server)
@@ -55,8 +59,11 @@ def start(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
     stop_all(servers)
 
 
-def reload_resize_cycle(server: LiveServer, load: KeepAliveLoad) -> None:
-    """HUP, TTIN, HUP, TTOU, each once the previous one has finished, under ``load``."""
+def reload_resize_cycle(
+    server: LiveServer, load: KeepAliveLoad, *, terminate_a_worker: bool = False
+) -> None:
+    """HUP, TTIN, HUP, TTOU, each once the previous one has finished, under ``load``; then,
+    with ``terminate_a_worker``, TERM to one worker (it drains and the master replaces it)."""
     assert load.wait_for_requests(REQUESTS_BETWEEN_SIGNALS), load.result.failures[:5]
     ready = count_messages(server, "READY=1")
     for signum in (signal.SIGHUP, signal.SIGTTIN, signal.SIGHUP, signal.SIGTTOU):
@@ -70,6 +77,15 @@ def reload_resize_cycle(server: LiveServer, load: KeepAliveLoad) -> None:
         else:
             expected = len(before) + (1 if signum == signal.SIGTTIN else -1)
             assert wait_until(lambda n=expected: len(workers_of(server)) == n, timeout=30)
+        assert load.wait_for_requests(REQUESTS_BETWEEN_SIGNALS), load.result.failures[:5]
+    if terminate_a_worker:
+        before = workers_of(server)
+        leaving = min(before)
+        os.kill(leaving, signal.SIGTERM)
+        assert wait_until(
+            lambda: leaving not in workers_of(server) and len(workers_of(server)) == len(before),
+            timeout=30,
+        )
         assert load.wait_for_requests(REQUESTS_BETWEEN_SIGNALS), load.result.failures[:5]
 
 
@@ -91,6 +107,40 @@ def test_reloads_behind_nginx_with_upstream_keepalive_lose_no_request(start, tmp
     assert "Connection reset by peer" not in error_log
     assert result.ok >= 5 * REQUESTS_BETWEEN_SIGNALS
     assert not first & workers_of(server)  # every worker was replaced
+    assert "Drained in" in server.log()
+
+
+@pytest.mark.parametrize(
+    ("protocol", "family"),
+    [
+        pytest.param("fastcgi-keep", "unix", id="fastcgi-keep-conn-unix"),
+        pytest.param("fastcgi-keep", "tcp", id="fastcgi-keep-conn-tcp"),
+        pytest.param("uwsgi", "unix", id="uwsgi-unix"),
+    ],
+)
+def test_reloads_behind_nginx_over_gateway_protocols_lose_no_request(
+    start, tmp_path, protocol, family
+):
+    """nginx ``fastcgi_pass`` with ``fastcgi_keep_conn on`` and upstream keep-alive (requests
+    follow each other on cached connections, as over HTTP), and ``uwsgi_pass`` (a connection
+    per request); the listener's protocol comes from LISTEN_FDNAMES."""
+    reason = nginx_missing_reason()
+    if reason is not None:
+        print(f"SKIPPED: {reason}")
+        pytest.skip(reason)
+    scheme = protocol.partition("-")[0]
+    server = start("--workers", "2", "--threads", "4", family=family, fd_name=scheme)
+    first = workers_of(server)
+    with NginxProxy(tmp_path / "nginx", server.address, protocol=protocol) as nginx:
+        with KeepAliveLoad(nginx.address, clients=16) as load:
+            reload_resize_cycle(server, load, terminate_a_worker=True)
+        result = load.result
+        error_log = nginx.error_log()
+    assert result.failures == [], result.failures[:10]
+    assert "upstream prematurely closed" not in error_log, error_log[-3000:]
+    assert "reset" not in error_log, error_log[-3000:]
+    assert result.ok >= 6 * REQUESTS_BETWEEN_SIGNALS
+    assert not first & workers_of(server)
     assert "Drained in" in server.log()
 
 

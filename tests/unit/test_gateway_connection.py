@@ -302,7 +302,7 @@ def test_fastcgi_app_error_is_500(harnesses):
     )
     stdout, records = stdout_of(harness.take())
     assert stdout.startswith(b"Status: 500 Internal Server Error\r\n")
-    assert records[-1][0] == END_REQUEST
+    assert closing_notice(records) == [(GET_VALUES_RESULT, 0, b"")]
     assert harness.client_closed  # an application error closes the connection
 
 
@@ -315,6 +315,14 @@ def cut_inside_params(request: bytes) -> int:
     params_length = int.from_bytes(request[16 + 4 : 16 + 6], "big")
     params_padding = request[16 + 6]
     return 16 + 8 + params_length + params_padding
+
+
+def closing_notice(records: list[tuple[int, int, bytes]]) -> list[tuple[int, int, bytes]]:
+    """The records after FCGI_END_REQUEST."""
+    ends = [
+        index for index, (record_type, _, _) in enumerate(records) if record_type == END_REQUEST
+    ]
+    return records[ends[-1] + 1 :]
 
 
 def test_fastcgi_request_cut_inside_params_is_not_idle_for_a_drain(harnesses):
@@ -343,4 +351,28 @@ def test_fastcgi_request_cut_inside_params_gets_header_timeout(harnesses):
     stdout, records = stdout_of(harness.take())
     assert stdout.startswith(b"Status: 408 ")
     assert END_REQUEST in [record_type for record_type, _, _ in records]
+    assert harness.client_closed
+
+
+def test_fastcgi_keep_conn_closed_in_a_drain_ends_with_a_closing_notice(harnesses):
+    harness = harnesses("fastcgi", KEEPALIVE_TIMEOUT=20.0)
+    harness.send(fcgi.nginx_request(POST_VARIABLES, b"abc", flags=KEEP_CONN))
+    assert closing_notice(fcgi.parse_records(harness.take())) == []  # kept: nothing after
+    harness.loop.request_stop()
+    harness.advance(0.0)
+    harness.send(fcgi.nginx_request(POST_VARIABLES, b"def", flags=KEEP_CONN))
+    records = fcgi.parse_records(harness.take())
+    # Bytes after END_REQUEST, in the same send, make nginx drop the connection instead of
+    # reusing it while our FIN is on its way: an empty FCGI_GET_VALUES_RESULT.
+    assert closing_notice(records) == [(GET_VALUES_RESULT, 0, b"")]
+    assert harness.client_closed
+
+
+def test_fastcgi_without_keep_conn_has_no_closing_notice(harnesses):
+    harness = harnesses("fastcgi")
+    harness.loop.request_stop()
+    harness.advance(0.0)
+    harness.send(fcgi.nginx_request(POST_VARIABLES, b"abc"))
+    records = fcgi.parse_records(harness.take())
+    assert records[-1][0] == END_REQUEST
     assert harness.client_closed

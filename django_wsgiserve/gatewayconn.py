@@ -428,7 +428,7 @@ class FastCGIPeerConnection(GatewayConnection):
     def _error_bytes(
         self, status_code: int, reason: str, extra_headers: tuple[tuple[str, str], ...] = ()
     ) -> bytes:
-        return self._fastcgi.error_response(status_code, reason)
+        return self._fastcgi.error_response(status_code, reason, extra_headers)
 
     def _on_aborted(self) -> bool:
         # Spec §5.4: the request ends at once; its body so far is dropped.

@@ -398,8 +398,11 @@ class FastCGIConnection(ReceiveBuffer):
             return b""
         return record(RecordType.GET_VALUES_RESULT, 0)
 
-    def error_response(self, status_code: int, reason: str) -> bytes:
-        """After a ``ProtocolError``: a short plain-text response and FCGI_END_REQUEST for the
+    def error_response(
+        self, status_code: int, reason: str, extra_headers: tuple[tuple[str, str], ...] = ()
+    ) -> bytes:
+        """After a ``ProtocolError`` (or for a refusal: 408, 503 with ``extra_headers``
+        ``Retry-After``): a short plain-text response and FCGI_END_REQUEST for the
         active request (and the closing notice, see ``_closing_notice()``), or ``b""`` if no
         request was active. The connection must be closed after it. Only valid before the
         application's response head was sent."""
@@ -410,7 +413,9 @@ class FastCGIConnection(ReceiveBuffer):
         if self._state is not _State.FAILED:
             self._state = _State.CLOSED
         return (
-            writer.error_response(status_code=status_code, reason=reason)
+            writer.error_response(
+                status_code=status_code, reason=reason, extra_headers=extra_headers
+            )
             + writer.end_request(app_status=1)
             + self._closing_notice()
         )

@@ -97,13 +97,22 @@ class FastCGIResponseWriter:
             self.request_id, app_status, protocol_status
         )
 
-    def error_response(self, *, status_code: int, reason: str, body: bytes | None = None) -> bytes:
-        """STDOUT records of a complete short plain-text response (no END_REQUEST)."""
+    def error_response(
+        self,
+        *,
+        status_code: int,
+        reason: str,
+        body: bytes | None = None,
+        extra_headers: tuple[tuple[str, str], ...] = (),
+    ) -> bytes:
+        """STDOUT records of a complete short plain-text response (no END_REQUEST), with
+        ``extra_headers`` (``Retry-After`` on a 503) after its own."""
         status = f"{status_code} {reason}"
         if body is None:
             body = f"{status}\n".encode()
         headers = [
             ("Content-Type", "text/plain; charset=utf-8"),
             ("Content-Length", str(len(body))),
+            *extra_headers,
         ]
         return self.response_head(status=status, headers=headers) + b"".join(self.body(body))

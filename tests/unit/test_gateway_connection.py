@@ -54,10 +54,12 @@ def environ_app(environ, start_response):
 class GatewayHarness(Harness):
     """One Loop + gateway connection on a socketpair; ``client`` plays nginx."""
 
-    def __init__(self, protocol: str, *, app: Any = environ_app, **options: Any) -> None:
+    def __init__(
+        self, protocol: str, *, app: Any = environ_app, pool: Any = None, **options: Any
+    ) -> None:
         self.protocol = protocol
         options.setdefault("KEEPALIVE_TIMEOUT", 75.0)  # the default, not the fuzz tests' 20 s
-        super().__init__(pool=SyncPool(), app=app, **options)
+        super().__init__(pool=pool or SyncPool(), app=app, **options)
 
     def make_connection(self, sock: socket.socket, peer: tuple[str, str], **common: Any) -> Any:
         if self.protocol == "uwsgi":
@@ -375,4 +377,26 @@ def test_fastcgi_without_keep_conn_has_no_closing_notice(harnesses):
     harness.send(fcgi.nginx_request(POST_VARIABLES, b"abc"))
     records = fcgi.parse_records(harness.take())
     assert records[-1][0] == END_REQUEST
+    assert harness.client_closed
+
+
+class FullPool(SyncPool):
+    """A pool whose queue is always full: every request is refused with 503."""
+
+    pending = 1_000_000
+
+
+@pytest.mark.parametrize("protocol", ["uwsgi", "fastcgi"])
+def test_overloaded_503_carries_retry_after_as_over_http(harnesses, protocol):
+    harness = harnesses(protocol, pool=FullPool())
+    variables = [(b"REQUEST_METHOD", b"GET"), (b"REQUEST_URI", b"/x")]
+    if protocol == "uwsgi":
+        harness.send(uwsgi.packet(variables))
+        response = harness.take()
+    else:
+        harness.send(fcgi.nginx_request(variables, flags=KEEP_CONN))
+        response, _ = stdout_of(harness.take())
+    head, _ = split_head(response)
+    assert b" 503 Service Unavailable\r\n" in head
+    assert b"\r\nRetry-After: 1" in head  # what an HTTP listener's 503 carries
     assert harness.client_closed

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import socket
 import types
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
@@ -89,10 +90,50 @@ class ConflictingOptionsError(ConfigError):
 def _check_bind(value: tuple[str, ...]) -> None:
     if not value:
         raise ValueError("needs at least one address")
-    addresses = [parse_bind(spec) for spec in value]
-    duplicates = sorted({str(a) for a in addresses if addresses.count(a) > 1})
-    if duplicates:
-        raise ValueError(f"{', '.join(duplicates)} given more than once")
+    entries = [(spec, parse_bind(spec)) for spec in value]
+    for index, (spec, address) in enumerate(entries):
+        for earlier_spec, earlier in entries[:index]:
+            problem = _bind_clash(earlier_spec, earlier, spec, address)
+            if problem is not None:
+                raise ValueError(problem)
+
+
+# What a wildcard host listens on; "[::]" only on IPv6, as sockets.py sets IPV6_V6ONLY.
+_WILDCARDS = {socket.AF_INET: ("0.0.0.0", "IPv4"), socket.AF_INET6: ("::", "IPv6")}
+
+
+def _bind_clash(
+    first_spec: str, first: BindAddress, second_spec: str, second: BindAddress
+) -> str | None:
+    """Why two BIND entries cannot both be listened on, or None: they name one socket (the
+    second bind would fail with "address in use", or, for a unix socket, take over its
+    path), whatever their protocols, since a listening socket speaks one protocol."""
+    if first.family != second.family:
+        return None
+    quoted = f"{first_spec!r} and {second_spec!r}"
+    if first.family == socket.AF_UNIX:
+        # "//" and "/./" name the same file; relative paths are compared as written.
+        if os.path.normpath(first.path) != os.path.normpath(second.path):
+            return None
+    elif first.port != second.port or first.port == 0:  # port 0: each gets its own port
+        return None
+    elif first.host != second.host:
+        wildcard, version = _WILDCARDS.get(first.family, ("", ""))
+        if wildcard not in (first.host, second.host):
+            return None  # host names are not resolved here: bind() judges those
+        return (
+            f"{quoted} overlap: {wildcard} listens on every {version} address, so port "
+            f"{first.port} can be bound only once"
+        )
+    if first.protocol is not second.protocol:
+        return (
+            f"{quoted} are one address with two protocols ({first.protocol.value} and "
+            f"{second.protocol.value}): a listening socket speaks one protocol, so give each "
+            "protocol its own port or unix socket path"
+        )
+    if first_spec == second_spec:
+        return f"{first} given more than once"
+    return f"{quoted} are one address ({first}), given more than once"
 
 
 def _check_metrics_bind(value: str) -> None:
@@ -143,7 +184,9 @@ class ServerConfig:
         doc="Addresses to listen on: HOST:PORT, [IPv6]:PORT, PORT (on 127.0.0.1) or "
         "unix:/path/to.sock, each speaking HTTP, or the uwsgi or FastCGI protocol with a "
         "uwsgi: or fastcgi: prefix (uwsgi:unix:/run/app.sock, fastcgi:127.0.0.1:9000) for "
-        "nginx's uwsgi_pass and fastcgi_pass. Ignored when systemd passes listening sockets "
+        "nginx's uwsgi_pass and fastcgi_pass. Each address once: a socket speaks one "
+        "protocol, so two protocols need two ports or paths. Ignored when systemd passes "
+        "listening sockets "
         "(socket activation; FileDescriptorName=uwsgi or fastcgi chooses the protocol there).",
         group=_SOCKETS,
         check=_check_bind,

@@ -127,6 +127,16 @@ def test_bad_setting_names_option_and_source():
     assert error.returncode == 2
 
 
+def test_bind_with_one_address_for_two_protocols_is_a_command_error():
+    with override_settings(WSGISERVE={"BIND": ["uwsgi:127.0.0.1:9000", "127.0.0.1:9000"]}):
+        error = _command_error()
+    assert str(error).startswith(
+        "BIND (settings.WSGISERVE['BIND']): 'uwsgi:127.0.0.1:9000' and '127.0.0.1:9000' are "
+        "one address with two protocols"
+    )
+    assert error.returncode == 2
+
+
 def test_unknown_setting_key():
     with override_settings(WSGISERVE={"MAX_REQUEST": 10}):
         error = _command_error()

@@ -7,6 +7,7 @@ import ast
 import dataclasses
 import importlib.util
 import json
+import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -253,6 +254,67 @@ def test_settings_errors_name_option_and_source(key, value, fragment):
         resolve_config({key: value}, {}, {})
     assert caught.value.option == key
     assert caught.value.source == f"settings.WSGISERVE[{key!r}]"
+
+
+@pytest.mark.parametrize(
+    ("bind", "fragment"),
+    [
+        pytest.param(
+            ["uwsgi:127.0.0.1:9000", "127.0.0.1:9000"],
+            "'uwsgi:127.0.0.1:9000' and '127.0.0.1:9000' are one address with two protocols",
+            id="tcp-two-protocols",
+        ),
+        pytest.param(
+            ["fastcgi:9000", "uwsgi:127.0.0.1:9000"],
+            "'fastcgi:9000' and 'uwsgi:127.0.0.1:9000' are one address with two protocols",
+            id="bare-port-two-protocols",
+        ),
+        pytest.param(
+            ["uwsgi:unix:/run/app.sock", "fastcgi:unix:/run/app.sock"],
+            "are one address with two protocols",
+            id="unix-two-protocols",
+        ),
+        pytest.param(
+            ["unix:/run/app.sock", "unix:/run//app.sock"],
+            "'unix:/run/app.sock' and 'unix:/run//app.sock' are one address",
+            id="unix-same-path-spelled-twice",
+        ),
+        pytest.param(
+            ["9000", "127.0.0.1:9000"], "given more than once", id="tcp-same-address-spelled-twice"
+        ),
+        pytest.param(
+            ["0.0.0.0:9000", "uwsgi:127.0.0.1:9000"],
+            "overlap: 0.0.0.0 listens on every IPv4 address",
+            id="ipv4-wildcard-overlap",
+        ),
+        pytest.param(
+            ["[::1]:9000", "[::]:9000"],
+            "overlap: :: listens on every IPv6 address",
+            id="ipv6-wildcard-overlap",
+        ),
+    ],
+)
+def test_bind_entries_that_are_one_socket_are_refused(bind, fragment):
+    # Two BIND entries for one socket would fail later with "address in use" (or, for a unix
+    # socket, take over a path and share its listener); a listener speaks one protocol.
+    with pytest.raises(InvalidOptionValueError, match=re.escape(fragment)) as caught:
+        resolve_config({"BIND": bind}, {}, {})
+    assert caught.value.option == "BIND"
+    assert caught.value.source == "settings.WSGISERVE['BIND']"
+
+
+@pytest.mark.parametrize(
+    "bind",
+    [
+        pytest.param(["[::]:9000", "0.0.0.0:9000"], id="ipv6-only-beside-ipv4"),
+        pytest.param(["127.0.0.1:9000", "uwsgi:127.0.0.2:9000"], id="other-host"),
+        pytest.param(["127.0.0.1:9000", "uwsgi:127.0.0.1:9001"], id="other-port"),
+        pytest.param(["127.0.0.1:0", "uwsgi:127.0.0.1:0"], id="two-ephemeral-ports"),
+        pytest.param(["unix:/run/a.sock", "uwsgi:unix:/run/b.sock"], id="other-path"),
+    ],
+)
+def test_bind_entries_for_different_sockets_are_accepted(bind):
+    assert resolve_config({"BIND": bind}, {}, {}).bind == tuple(bind)
 
 
 def test_invalid_setting_is_reported_even_when_overridden():

@@ -35,10 +35,12 @@ from django.core.management import call_command
 from django.test import override_settings
 
 from django_wsgiserve import sockets
+from tests.fastcgi import encoder as fcgi
 from tests.live import REPO, NotifyListener, read_response
+from tests.nginx import NginxProxy, nginx_missing_reason
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Sequence
     from pathlib import Path
 
     from tests.live import LiveServer
@@ -207,8 +209,20 @@ def _free_port() -> int:
         return port
 
 
-def _spawn(address: str, notify: NotifyListener, log_path: Path, env: dict[str, str]) -> Activated:
-    command = [SOCKET_ACTIVATE, "-l", address, "--fdname=http"]
+def _spawn(
+    address: str,
+    notify: NotifyListener,
+    log_path: Path,
+    env: dict[str, str],
+    *,
+    more: Sequence[tuple[str, str]] = (),
+) -> Activated:
+    """Run ``serve`` under systemd-socket-activate on ``address`` (FileDescriptorName=http)
+    and on each (address, name) of ``more``, in that order (LISTEN_FDNAMES)."""
+    command = [SOCKET_ACTIVATE, "-l", address]
+    for other, _ in more:
+        command += ["-l", other]
+    command.append("--fdname=" + ":".join(["http", *(name for _, name in more)]))
     passed = {
         "NOTIFY_SOCKET": notify.name,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
@@ -389,6 +403,84 @@ def test_unix_socket_from_systemd_is_not_unlinked(activate: Activate) -> None:
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(START_TIMEOUT_S) == 0, server.log()
     assert os.path.exists(server.address)
+
+
+# -- sockets named uwsgi and fastcgi (FileDescriptorName=) ---------------------------------------
+
+
+def _through_nginx(nginx: NginxProxy) -> bytes:
+    """GET /hello from nginx (which passes it to its upstream with uwsgi_pass)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(START_TIMEOUT_S)
+        sock.connect(nginx.address)
+        sock.sendall(_REQUEST)
+        response = read_response(sock)
+    assert response.status == 200, nginx.error_log()
+    return response.body
+
+
+def _over_fastcgi(path: str) -> tuple[bytes, list[tuple[int, int, bytes]]]:
+    """GET /hello as a FastCGI web server sends it; the STDOUT stream and every record."""
+    variables = [
+        (b"REQUEST_METHOD", b"GET"),
+        (b"REQUEST_URI", b"/hello"),
+        (b"DOCUMENT_URI", b"/hello"),
+        (b"SERVER_PROTOCOL", b"HTTP/1.1"),
+    ]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(START_TIMEOUT_S)
+        sock.connect(path)
+        sock.sendall(fcgi.nginx_request(variables))  # no FCGI_KEEP_CONN: the server closes
+        received = bytearray()
+        while data := sock.recv(65536):
+            received += data
+    records = fcgi.parse_records(bytes(received))
+    return b"".join(content for kind, _, content in records if kind == fcgi.STDOUT), records
+
+
+def test_sockets_named_uwsgi_and_fastcgi_speak_those_protocols(tmp_path: Path) -> None:
+    """LISTEN_FDNAMES http:uwsgi:fastcgi for three sockets: HTTP answered directly, uwsgi
+    through a real nginx (uwsgi_pass), FastCGI from a FastCGI client; again after a HUP."""
+    _require(SOCKET_ACTIVATE)
+    reason = nginx_missing_reason()
+    if reason is not None:
+        print(reason)
+        pytest.skip(reason)
+    http_path, uwsgi_path, fastcgi_path = (
+        str(tmp_path / f"{name}.sock") for name in ("http", "uwsgi", "fastcgi")
+    )
+    notify = NotifyListener()
+    server = _spawn(
+        http_path,
+        notify,
+        tmp_path / "server.log",
+        {},
+        more=[(uwsgi_path, "uwsgi"), (fastcgi_path, "fastcgi")],
+    )
+    try:
+        with _first_connection(server) as first:
+            first.sendall(_REQUEST)
+            assert read_response(first).body == b"Hello, World!", server.log()
+        assert _wait_for(notify, _has("READY"), START_TIMEOUT_S), server.log()
+        with NginxProxy(tmp_path / "nginx", uwsgi_path, protocol="uwsgi") as nginx:
+            for ready in (1, 2):
+                if ready == 2:
+                    os.kill(server.process.pid, signal.SIGHUP)
+                    assert _wait_for(notify, _has("READY", 2), START_TIMEOUT_S), server.log()
+                assert server.request() == b"Hello, World!"
+                assert _through_nginx(nginx) == b"Hello, World!"
+                stdout, records = _over_fastcgi(fastcgi_path)
+                assert stdout.startswith(b"Status: 200 OK\r\n"), records
+                assert stdout.endswith(b"\r\n\r\nHello, World!")
+                assert records[-1][0] == fcgi.END
+        status = next(m for m in notify.messages if "listening at" in m)
+        assert f"uwsgi:unix:{uwsgi_path}" in status
+        assert f"fastcgi:unix:{fastcgi_path}" in status
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(START_TIMEOUT_S) == 0, server.log()
+    finally:
+        _stop(server.process)
+        notify.close()
 
 
 # -- socket activation under --reload ------------------------------------------------------------

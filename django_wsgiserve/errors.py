@@ -197,7 +197,7 @@ class WorkerExitCode(enum.IntEnum):
 
 
 class InvalidUwsgiPacketError(BadRequestError):
-    """400: a malformed uwsgi packet: modifier1 other than 0, a vars block whose pairs do not
+    """400: a malformed uwsgi packet: modifier1 other than 0 or 30, a vars block whose pairs do not
     exactly fill its datasize, or bytes after the request (one request per connection).
 
     The framing of the stream is lost: close the connection without an answer (nginx then

@@ -78,6 +78,13 @@ LOCATIONS = {
     "fastcgi": """\
             include /etc/nginx/fastcgi_params;
             fastcgi_pass app;""",
+    # An application mounted at /myapp the old uWSGI way: SCRIPT_NAME set, PATH_INFO whole,
+    # and modifier1 30 asks the server to take SCRIPT_NAME off PATH_INFO.
+    "uwsgi-modifier1-30": """\
+            include /etc/nginx/uwsgi_params;
+            uwsgi_param SCRIPT_NAME /myapp;
+            uwsgi_modifier1 30;
+            uwsgi_pass app;""",
     # FCGI_KEEP_CONN: requests follow each other on the upstream keepalive connections.
     "fastcgi-keep": """\
             include /etc/nginx/fastcgi_params;
@@ -104,7 +111,8 @@ class NginxProxy:
         protocol: str = "http",
         **extra: str,
     ) -> None:
-        """``protocol``: a key of ``LOCATIONS`` (http, uwsgi, fastcgi, fastcgi-keep)."""
+        """``protocol``: a key of ``LOCATIONS`` (http, uwsgi, uwsgi-modifier1-30, fastcgi,
+        fastcgi-keep)."""
         self.directory = directory
         is_unix = isinstance(upstream, str)
         target = f"unix:{upstream}" if is_unix else "{}:{}".format(*upstream)

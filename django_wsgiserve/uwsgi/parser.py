@@ -8,9 +8,12 @@ Design note.
   body, exactly CONTENT_LENGTH bytes. nginx builds exactly this in
   ``ngx_http_uwsgi_create_request`` and refuses a vars block over 65535 bytes ("uwsgi request
   is too big").
-* ``modifier1`` 0 means "WSGI request with CGI vars"; other values select other uWSGI plugins
-  (5 PSGI, 6 Lua, 30 "strip SCRIPT_NAME from PATH_INFO"...) and are refused. ``modifier2`` is
-  unused with modifier1 0 (uWSGI ignores it too) and is ignored.
+* ``modifier1`` 0 means "WSGI request with CGI vars". 30 (uWSGI's
+  UWSGI_MODIFIER_MANAGE_PATH_INFO, nginx ``uwsgi_modifier1 30``, used with ``uwsgi_param
+  SCRIPT_NAME /prefix`` by sites mounted under a prefix) is the same request whose PATH_INFO
+  still starts with SCRIPT_NAME: the parser takes SCRIPT_NAME off the front of PATH_INFO
+  (``_strip_script_name``). Other values select other uWSGI plugins (5 PSGI, 6 Lua...) and
+  are refused. ``modifier2`` is unused with these (uWSGI ignores it too) and is ignored.
 * One request per connection: nginx's uwsgi module never marks an upstream connection
   reusable (only the proxy and FastCGI modules do), so the response ends when the server
   closes the connection. After the request, bytes from the peer are an error and EOF is
@@ -56,6 +59,7 @@ UwsgiEvent = Union[CGIRequest, Data, EndOfMessage, ConnectionClosed]  # noqa: UP
 _HEADER = struct.Struct("<BHB")  # modifier1, datasize (little-endian), modifier2
 _SIZE = struct.Struct("<H")
 _WSGI_MODIFIER1 = 0
+_MANAGE_PATH_INFO_MODIFIER1 = 30  # a WSGI request; SCRIPT_NAME is still in PATH_INFO
 _END = EndOfMessage()
 
 
@@ -123,9 +127,9 @@ class UwsgiRequestParser(ReceiveBuffer):
         if len(buf) < _HEADER.size:
             return self._need_packet_data()
         modifier1, size, _modifier2 = _HEADER.unpack_from(buf)
-        if modifier1 != _WSGI_MODIFIER1:
+        if modifier1 not in (_WSGI_MODIFIER1, _MANAGE_PATH_INFO_MODIFIER1):
             raise InvalidUwsgiPacketError(
-                f"modifier1 {modifier1} is not 0 (a WSGI request); other uWSGI plugins "
+                f"modifier1 {modifier1} is not 0 or 30 (a WSGI request); other uWSGI plugins "
                 "are not supported"
             )
         if size > self._max_vars_bytes:
@@ -137,6 +141,8 @@ class UwsgiRequestParser(ReceiveBuffer):
             return self._need_packet_data()
         variables = _decode_vars(bytes(buf[_HEADER.size : end]))
         del buf[:end]
+        if modifier1 == _MANAGE_PATH_INFO_MODIFIER1:
+            _strip_script_name(variables)
         request = build_request(
             variables,
             keep_alive=False,
@@ -206,3 +212,18 @@ def _decode_vars(block: bytes) -> dict[str, str]:
         add_variable(variables, block[position + 2 : key_end], block[key_end + 2 : value_end])
         position = value_end
     return variables
+
+
+def _strip_script_name(variables: dict[str, str]) -> None:
+    """modifier1 30: take SCRIPT_NAME off the front of PATH_INFO, as uWSGI does for it
+    (``/app`` and ``/app/items/1`` become ``/app`` and ``/items/1``). Only a whole leading
+    segment match is taken off (uWSGI cuts len(SCRIPT_NAME) characters blindly); a trailing
+    ``/`` of SCRIPT_NAME goes too, since PEP 3333 wants PATH_INFO to start with ``/``. A
+    PATH_INFO outside SCRIPT_NAME, or a request without either, is left as sent."""
+    script_name = variables.get("SCRIPT_NAME", "").rstrip("/")
+    path_info = variables.get("PATH_INFO")
+    if not script_name or path_info is None:
+        return
+    if path_info == script_name or path_info.startswith(script_name + "/"):
+        variables["SCRIPT_NAME"] = script_name
+        variables["PATH_INFO"] = path_info[len(script_name) :]

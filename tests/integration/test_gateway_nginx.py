@@ -2,7 +2,8 @@
 (``fastcgi_pass``, with and without ``fastcgi_keep_conn on``) to a real ``manage.py serve``
 whose listener is declared with a BIND prefix (``uwsgi:unix:...``, ``fastcgi:unix:...``), and
 with systemd's ``FileDescriptorName=`` (LISTEN_FDNAMES) for one of them. nginx's stock
-``uwsgi_params`` and ``fastcgi_params`` are included unchanged."""
+``uwsgi_params`` and ``fastcgi_params`` are included unchanged; and ``uwsgi_modifier1 30`` for
+an application mounted under a prefix."""
 
 from __future__ import annotations
 
@@ -154,3 +155,21 @@ def test_many_requests_in_turn(front: Front) -> None:
     browser = Browser(front)  # type: ignore[arg-type]
     for _ in range(20):
         assert browser.request("GET", "/json").status == 200
+
+
+def test_uwsgi_modifier1_30_mounts_the_application_under_script_name(
+    start_server: Callable[..., LiveServer], tmp_path: Path
+) -> None:
+    """nginx ``uwsgi_param SCRIPT_NAME /myapp; uwsgi_modifier1 30;``, as old uWSGI
+    deployments mounted under a prefix have it: the server takes SCRIPT_NAME off PATH_INFO."""
+    app_socket = str(tmp_path / "app.sock")
+    start_server("--threads", "2", "--bind", f"uwsgi:unix:{app_socket}", binds_itself=True)
+    with NginxProxy(tmp_path / "nginx", app_socket, protocol="uwsgi-modifier1-30") as nginx:
+        browser = Browser(Front(nginx.address))  # type: ignore[arg-type]
+        response = browser.request("GET", "/myapp/echo/a%20b?x=1")
+        error_log = nginx.error_log()
+    assert response.status == 200, error_log
+    echoed = json.loads(response.body)
+    assert echoed["script_name"] == "/myapp"
+    assert echoed["path"] == "/echo/a b"
+    assert echoed["query_string"] == "x=1"

@@ -197,6 +197,24 @@ def test_uwsgi_bad_variable_is_answered_malformed_packet_is_not(harnesses):
     assert other.client_closed
 
 
+def test_uwsgi_modifier1_30_mounts_the_application_at_script_name(harnesses):
+    # nginx: uwsgi_param SCRIPT_NAME /app; uwsgi_modifier1 30; (uwsgi_params' PATH_INFO is
+    # the whole path).
+    harness = harnesses("uwsgi")
+    variables = [
+        *NGINX_VARS,
+        (b"SCRIPT_NAME", b"/app"),
+        (b"PATH_INFO", b"/app/p q"),
+    ]
+    harness.send(uwsgi.packet(variables, modifier1=30))
+    head, body = split_head(harness.take())
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    environ = json.loads(body)
+    assert environ["SCRIPT_NAME"] == "/app"
+    assert environ["PATH_INFO"] == "/p q"
+    assert environ["RAW_URI"] == "/app/p%20q?a=1"
+
+
 def test_uwsgi_body_timeout_closes(harnesses):
     harness = harnesses("uwsgi")
     variables = [(b"REQUEST_METHOD", b"POST"), (b"CONTENT_LENGTH", b"10")]

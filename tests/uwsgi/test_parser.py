@@ -168,6 +168,38 @@ VALID: list[Any] = [
         id="body-exactly-at-limit",
     ),
     pytest.param(b"", {}, [ConnectionClosed()], id="eof-before-a-byte"),
+    *(
+        # modifier1 30 (nginx uwsgi_modifier1 30): SCRIPT_NAME is taken off PATH_INFO.
+        pytest.param(
+            packet([*GET, (b"SCRIPT_NAME", script_name), (b"PATH_INFO", path_info)], modifier1=30),
+            {},
+            events_for(
+                cgi_request(
+                    [*GET, (b"SCRIPT_NAME", script_after), (b"PATH_INFO", path_after)],
+                    target=(script_after + path_after).decode(),
+                )
+            ),
+            id=f"modifier1-30-{name}",
+        )
+        for name, script_name, path_info, script_after, path_after in [
+            ("strips", b"/app", b"/app/items/1", b"/app", b"/items/1"),
+            ("mount-point", b"/app", b"/app", b"/app", b""),
+            ("trailing-slash", b"/app/", b"/app/x", b"/app", b"/x"),
+            ("not-a-segment", b"/app", b"/application/x", b"/app", b"/application/x"),
+            ("outside", b"/app", b"/other", b"/app", b"/other"),
+            ("no-script-name", b"", b"/x", b"", b"/x"),
+        ]
+    ),
+    pytest.param(
+        packet([*GET, (b"SCRIPT_NAME", b"/app"), (b"PATH_INFO", b"/app/x")]),
+        {},
+        events_for(
+            cgi_request(
+                [*GET, (b"SCRIPT_NAME", b"/app"), (b"PATH_INFO", b"/app/x")], target="/app/app/x"
+            )
+        ),
+        id="modifier1-0-leaves-path-info",
+    ),
 ]
 
 
@@ -185,7 +217,7 @@ def _invalid(raw: bytes, error: str, status: int, limits: Any = None, **kw: Any)
 
 INVALID: list[Any] = [
     _invalid(packet(GET, modifier1=5), "InvalidUwsgiPacketError", 400, id="modifier1-psgi"),
-    _invalid(packet(GET, modifier1=30), "InvalidUwsgiPacketError", 400, id="modifier1-30"),
+    _invalid(packet(GET, modifier1=31), "InvalidUwsgiPacketError", 400, id="modifier1-31"),
     _invalid(b"\x00\x15", "TruncatedRequestError", 400, id="eof-in-header"),
     _invalid(packet(GET)[:-1], "TruncatedRequestError", 400, id="eof-in-vars"),
     _invalid(

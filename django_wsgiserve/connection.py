@@ -277,6 +277,13 @@ class Connection:
             self._input.feed_eof()
         self.process()
 
+    def take_over(self, data: bytes) -> None:
+        """Serve a connection whose first bytes a pool thread has read (``oneshot.py``);
+        it was just added to the loop (loop thread)."""
+        if data:
+            self._input.feed(data)
+        self.process()
+
     def _handshake(self) -> None:
         """Advance the TLS handshake, non-blocking (loop thread). HEADER_TIMEOUT covers it."""
         sock = self.sock

@@ -21,10 +21,10 @@ import logging
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .gateway import GatewayRequestCycle, build_environ
-from .wsgi import EnvironTemplate, RequestCycle
+from .wsgi import EnvironTemplate, RequestCycle, ResponseSink
 
 if TYPE_CHECKING:
     import io
@@ -39,11 +39,29 @@ if TYPE_CHECKING:
     from .pool import ThreadPool
     from .wsgi import WSGIApplication
 
-__all__ = ["Dispatcher", "environ_template"]
+__all__ = ["Dispatcher", "Origin", "environ_template"]
 
 logger = logging.getLogger(__name__)
 
 _OVERLOAD_LOG_INTERVAL_S = 10.0
+
+
+class _Sink(ResponseSink, Protocol):
+    def get_date(self) -> bytes: ...
+
+
+class Origin(Protocol):
+    """Where a request came from, as its cycle reads it: a ``Connection``, or a one-shot
+    uwsgi connection served by the thread that accepted it (``oneshot.OneShotSink``)."""
+
+    @property
+    def peer(self) -> tuple[str, str]: ...
+
+    @property
+    def template(self) -> EnvironTemplate: ...
+
+    @property
+    def sink(self) -> _Sink: ...
 
 
 class Dispatcher:
@@ -70,6 +88,7 @@ class Dispatcher:
         self._overload_logged_at = -_OVERLOAD_LOG_INTERVAL_S
         # Requests running in pool threads: thread ident -> (method, target, start time).
         self.in_flight: dict[int, tuple[bytes, bytes, float]] = {}
+        self._count_lock = threading.Lock()
 
     def dispatch(
         self,
@@ -87,28 +106,56 @@ class Dispatcher:
             body.close()
             self._reject_overloaded(connection, now)
             return
-        context = self._context
-        context.stats.requests += 1
+        self._context.stats.requests += 1
         keep_alive = request.keep_alive and self._is_keepalive_allowed()
-        in_flight = self.in_flight
-        metrics = context.metrics
 
         def run_request() -> None:
-            ident = threading.get_ident()
-            in_flight[ident] = (request.method, request.target, now)
-            if metrics is not None:
-                self._observe_waits(metrics, connection, request, now)
-            try:
-                self._cycle(connection, request, gateway, body, body_size, keep_alive, now).run()
-            finally:
-                del in_flight[ident]
-                body.close()
+            self._run(connection, request, gateway, body, body_size, keep_alive, now)
 
         self._pool.submit(run_request)
 
+    def run_here(
+        self,
+        connection: Origin,
+        request: Request,
+        body: io.IOBase,
+        body_size: int,
+        now: float,
+        gateway: GatewayRequest,
+    ) -> None:
+        """Run a one-shot uwsgi request in this pool thread, which accepted its connection
+        (``oneshot.py``); ``connection`` has the ``peer``, ``template`` and ``sink`` the cycle
+        reads (pool thread)."""
+        with self._count_lock:  # other pool threads count too (the loop's count may race)
+            self._context.stats.requests += 1
+        self._run(connection, request, gateway, body, body_size, False, now)
+
+    def _run(
+        self,
+        connection: Origin,
+        request: Request,
+        gateway: GatewayRequest | None,
+        body: io.IOBase,
+        body_size: int,
+        keep_alive: bool,
+        now: float,
+    ) -> None:
+        """Run one request's cycle, listed in ``in_flight`` while it runs (pool thread)."""
+        ident = threading.get_ident()
+        in_flight = self.in_flight
+        in_flight[ident] = (request.method, request.target, now)
+        metrics = self._context.metrics
+        if metrics is not None:
+            self._observe_waits(metrics, connection, request, now)
+        try:
+            self._cycle(connection, request, gateway, body, body_size, keep_alive, now).run()
+        finally:
+            del in_flight[ident]
+            body.close()
+
     def _cycle(
         self,
-        connection: Connection,
+        connection: Origin,
         request: Request,
         gateway: GatewayRequest | None,
         body: io.IOBase,
@@ -153,7 +200,7 @@ class Dispatcher:
         )
 
     def _observe_waits(
-        self, metrics: WorkerMetrics, connection: Connection, request: Request, now: float
+        self, metrics: WorkerMetrics, connection: Origin, request: Request, now: float
     ) -> None:
         """The queue time, and the time since the proxy got the request when a trusted proxy
         sent ``X-Request-Start: t=<seconds since the epoch>`` (nginx ``t=${msec}``) (pool

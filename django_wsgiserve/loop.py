@@ -134,13 +134,21 @@ class _DrainRecord:
 class _Listener:
     """A listening socket and the factory of its connections; readable means accept."""
 
-    __slots__ = ("_loop", "is_unix", "make_connection", "sock")
+    __slots__ = ("_loop", "is_unix", "make_connection", "sock", "watched")
 
-    def __init__(self, loop: Loop, sock: socket.socket, make_connection: ConnectionFactory) -> None:
+    def __init__(
+        self,
+        loop: Loop,
+        sock: socket.socket,
+        make_connection: ConnectionFactory,
+        *,
+        watched: bool = True,
+    ) -> None:
         self._loop = loop
         self.sock = sock
         self.make_connection = make_connection
         self.is_unix = sock.family == socket.AF_UNIX
+        self.watched = watched
 
     def on_readable(self) -> None:
         self._loop.accept_from(self)
@@ -187,6 +195,7 @@ class Loop:
         self._on_turn = on_turn
         self._accepts_per_event = _ACCEPTS_PER_EVENT_SHARED if multiprocess else _ACCEPTS_PER_EVENT
         self._on_drain = on_drain
+        self._before_drain: list[Callable[[], None]] = []
         self._pool = pool  # only its counts, for the drain's log lines
         self._stats = stats  # requests answered, for the drain's log line
         self._clock = clock
@@ -208,10 +217,18 @@ class Loop:
         self._next_tick = self.now + _TICK_S
         self._selector.register(self._wakeup_read, selectors.EVENT_READ, _Wakeup(self))
 
-    def add_listener(self, sock: socket.socket, make_connection: ConnectionFactory) -> None:
+    def add_listener(
+        self, sock: socket.socket, make_connection: ConnectionFactory, *, watched: bool = True
+    ) -> None:
         """Accept from ``sock`` once accepting starts; ``make_connection(sock, address)``
-        makes the handler of each connection (before ``run``)."""
-        self._listeners.append(_Listener(self, sock, make_connection))
+        makes the handler of each connection (before ``run``). A listener not ``watched`` is
+        accepted from by others (``oneshot.py``); the loop takes its backlog at drain start.
+        """
+        self._listeners.append(_Listener(self, sock, make_connection, watched=watched))
+
+    def call_before_drain(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` first thing when the drain begins (before ``run``)."""
+        self._before_drain.append(callback)
 
     # -- any thread ----------------------------------------------------------------------
 
@@ -410,6 +427,8 @@ class Loop:
         if enabled == self._is_accepting:
             return
         for listener in self._listeners:
+            if not listener.watched:
+                continue
             if enabled:
                 self._selector.register(listener.sock, selectors.EVENT_READ, listener)
             else:
@@ -432,6 +451,8 @@ class Loop:
     def _begin_drain(self) -> None:
         now = self.now
         self.state = LoopState.DRAINING
+        for callback in self._before_drain:
+            callback()
         if self._drain_deadline != 0.0:  # 0.0: a second signal asked to stop at once
             self._drain_deadline = now + self._graceful_timeout
         self._set_accepting(False)

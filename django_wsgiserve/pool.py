@@ -21,16 +21,28 @@ import os
 import queue
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["ThreadPool"]
+__all__ = ["ThreadPool", "WorkSource"]
 
 logger = logging.getLogger(__name__)
 
 _STOP = None  # queue marker: one per thread asks it to exit
+Jobs = queue.SimpleQueue["Callable[[], None] | None"]
+
+
+class WorkSource(Protocol):
+    """Where idle threads find work besides the queue (``oneshot.OneShotAcceptor``)."""
+
+    def wait_for_work(self, jobs: Jobs) -> tuple[Callable[[], None] | None, bool]:
+        """The next job, and whether it came from ``jobs`` (else it is the source's own,
+        not counted in ``pending``); blocks while there is none."""
+
+    def wake(self, count: int = 1) -> None:
+        """A job was queued (any thread)."""
 
 
 class ThreadPool:
@@ -45,6 +57,11 @@ class ThreadPool:
         self._finished = 0  # written by pool threads, under _finished_lock
         self._finished_lock = threading.Lock()
         self._prefix = name_prefix or f"wsgiserve-{os.getpid()}"
+        self._source: WorkSource | None = None
+
+    def set_work_source(self, source: WorkSource) -> None:
+        """Idle threads wait on ``source`` instead of the queue alone (before ``start``)."""
+        self._source = source
 
     def start(self) -> None:
         """Start the threads (loop thread)."""
@@ -59,6 +76,8 @@ class ThreadPool:
         """Queue ``job`` to run in a pool thread (loop thread). Never blocks."""
         self._submitted += 1
         self._jobs.put(job)
+        if self._source is not None:
+            self._source.wake()
 
     @property
     def pending(self) -> int:
@@ -76,6 +95,8 @@ class ThreadPool:
         still running then (loop thread)."""
         for _ in self._threads:
             self._jobs.put(_STOP)
+        if self._source is not None:
+            self._source.wake(len(self._threads))
         end = time.monotonic() + deadline_s
         for thread in self._threads:
             thread.join(max(0.0, end - time.monotonic()))
@@ -83,9 +104,15 @@ class ThreadPool:
 
     def _run(self) -> None:
         """Pool thread body: run jobs until the stop marker arrives."""
-        get = self._jobs.get
+        source = self._source
+        jobs = self._jobs
+        get = jobs.get
+        queued = True
         while True:
-            job = get()
+            if source is None:
+                job = get()
+            else:
+                job, queued = source.wait_for_work(jobs)
             if job is _STOP:
                 return
             self._busy += 1
@@ -96,5 +123,6 @@ class ThreadPool:
                 logger.exception("Unhandled error in an application thread")
             finally:
                 self._busy -= 1
-                with self._finished_lock:
-                    self._finished += 1
+                if queued:
+                    with self._finished_lock:
+                        self._finished += 1

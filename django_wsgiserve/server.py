@@ -24,6 +24,7 @@ from .context import WorkerContext
 from .dispatch import Dispatcher, environ_template
 from .gatewayconn import FastCGIPeerConnection, UwsgiConnection
 from .loop import Loop
+from .oneshot import OneShotAcceptor, OneShotListener
 from .protocols import ListenerProtocol, protocol_of
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ def build_server(
     on_drain: Callable[[], None] | None = None,
     share: WorkerShare | None = None,
     metrics: WorkerMetrics | None = None,
+    accept_in_threads: bool = False,
 ) -> WorkerServer:
     """Build a worker's serving parts for ``listeners``; see the module notes."""
     context = WorkerContext.from_config(
@@ -90,23 +92,32 @@ def build_server(
     )
     # CERTFILE: every listener speaks TLS (the command has checked the files already).
     tls_context = tls.server_context(config.certfile, config.keyfile) if config.certfile else None
+    # uwsgi everywhere: the pool threads accept and serve (oneshot.py).
+    one_shot: list[OneShotListener] | None = (
+        []
+        if accept_in_threads
+        and listeners
+        and not context.is_proxy_protocol
+        and all(protocol_of(sock) is ListenerProtocol.UWSGI for sock in listeners)
+        else None
+    )
     for sock in listeners:
         template = environ_template(sock, config, multiprocess=multiprocess, stats=context.stats)
         is_unix = sock.family == socket.AF_UNIX
         protocol = protocol_of(sock)
         if protocol is not ListenerProtocol.HTTP:
-            loop.add_listener(
-                sock,
-                gateway_factory(
-                    protocol,
-                    config=config,
-                    loop=loop,
-                    context=context,
-                    dispatcher=dispatcher,
-                    template=template,
-                    is_unix=is_unix,
-                ),
+            factory = gateway_factory(
+                protocol,
+                config=config,
+                loop=loop,
+                context=context,
+                dispatcher=dispatcher,
+                template=template,
+                is_unix=is_unix,
             )
+            loop.add_listener(sock, factory, watched=one_shot is None)
+            if one_shot is not None:
+                one_shot.append(OneShotListener(sock, template, _hand_over(loop, factory)))
             continue
 
         def make_connection(
@@ -123,7 +134,33 @@ def build_server(
             )
 
         loop.add_listener(sock, make_connection)
+    if one_shot:
+        acceptor = OneShotAcceptor(
+            one_shot,
+            context=context,
+            dispatcher=dispatcher,
+            get_date=lambda: loop.date,
+            threads=config.threads,
+        )
+        pool.set_work_source(acceptor)
+        loop.call_before_drain(acceptor.pause)
     return WorkerServer(loop=loop, dispatcher=dispatcher, context=context)
+
+
+def _hand_over(
+    loop: Loop, make_connection: Callable[[socket.socket, Any], Connection]
+) -> Callable[[socket.socket, Any, bytes], None]:
+    """How a pool thread gives the loop a uwsgi connection it will not serve itself."""
+
+    def hand_over(client: socket.socket, address: Any, data: bytes) -> None:
+        def take() -> None:
+            connection = make_connection(client, address)
+            loop.add_connection(connection)
+            connection.take_over(data)
+
+        loop.call_soon_threadsafe(take)
+
+    return hand_over
 
 
 def gateway_factory(

@@ -144,6 +144,7 @@ def serve(
         static=static,  # static.build_static_table(), built once before fork
         share=share,
         metrics=metrics,
+        accept_in_threads=True,
     )
     loop = server.loop
     monitor.server = server

@@ -1,4 +1,4 @@
-"""The load generator: wrk, installed from Debian if missing, its output parsed.
+"""The load generator: wrk (from Debian, harness/debian.py, if missing), its output parsed.
 
 wrk is a closed-loop C client (each connection sends its next request
 when the previous response is complete). It is pinned to its own CPU so that it never
@@ -7,12 +7,12 @@ competes with the server for a core.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from harness.debian import ensure_debian_packages
 from harness.procs import child_env, run_bounded
 
 if TYPE_CHECKING:
@@ -104,17 +104,9 @@ def ensure_wrk() -> str:
     found = shutil.which("wrk")
     if found:
         return found
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise RuntimeError("wrk is not installed (apt-get install wrk) and cannot install it")
-    env = child_env(DEBIAN_FRONTEND="noninteractive")
-    print("installing wrk: apt-get update && apt-get install -y wrk", flush=True)
-    for argv in (
-        ["apt-get", "update"],
-        ["apt-get", "install", "-y", "--no-install-recommends", "wrk"],
-    ):
-        result = run_bounded(argv, timeout_s=600, env=env)
-        if not result.ok:
-            raise RuntimeError(f"{' '.join(argv)} failed: {result.output[-500:]}")
+    error = ensure_debian_packages(["wrk"], why="the load generator")
+    if error is not None:
+        raise RuntimeError(error)
     found = shutil.which("wrk")
     if not found:
         raise RuntimeError("apt-get installed wrk but it is not on PATH")

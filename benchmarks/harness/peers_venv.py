@@ -2,7 +2,9 @@
 
 Peers never go into the project's .venv. Django and whitenoise are pinned to the versions
 the project's interpreter has, so every server runs the same Django code. Each server's
-packages are installed separately: one that fails to install is reported and skipped.
+packages are installed separately: one that fails to install is reported and skipped. A
+server whose packages compile against Debian headers (bjoern: libev-dev) gets them first
+(harness/debian.py); if they cannot be had, the server is reported as not installed.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import re
 from typing import TYPE_CHECKING
 
+from harness.debian import ensure_debian_packages
 from harness.procs import child_env, run_bounded
 from harness.servers import BENCH_DIR
 
@@ -32,6 +35,8 @@ __all__ = [
 PEERS_VENV = BENCH_DIR / ".venv-peers"
 _PIP_TIMEOUT_S = 900
 _PROJECT_PACKAGES = ("Django", "whitenoise")
+# gcc's "file.h:4:10: fatal error: ev.h: No such file or directory"
+_COMPILER_ERROR = re.compile(r":\d+:\d+: (?:fatal )?error: ")
 
 
 def peers_bin() -> Path:
@@ -89,8 +94,15 @@ def _pip_install(python: Path, requirements: list[str], log_path: Path) -> str |
         log.write(result.output)
     if result.ok:
         return None
-    last = result.output.strip().splitlines()[-1:] or ["no output"]
-    return f"pip install {' '.join(requirements)} failed: {last[0][:200]}"
+    return f"pip install {' '.join(requirements)} failed: {_pip_failure(result.output)[:200]}"
+
+
+def _pip_failure(output: str) -> str:
+    """The line that says why pip failed: a compiler's error (a missing header names the
+    package to install) rather than pip's closing summary, when there is one."""
+    lines = output.strip().splitlines() or ["no output"]
+    compiler = [line.strip() for line in lines if _COMPILER_ERROR.search(line)]
+    return compiler[0] if compiler else lines[-1]
 
 
 def _base_requirements(project_python: str) -> list[str]:
@@ -125,10 +137,13 @@ def prepare_peers(project_python: str, specs: list[ServerSpec], log_dir: Path) -
     failures = {}
     for spec in wanted:
         missing = _missing(spec.packages, installed_versions(python))
-        if missing:
+        if not missing:
+            continue
+        spec_error = ensure_debian_packages(spec.debian_packages, why=f"to build {spec.name}")
+        if spec_error is None:
             spec_error = _pip_install(python, missing, log_dir / f"pip-{spec.name}.log")
-            if spec_error is not None:
-                failures[spec.name] = spec_error
+        if spec_error is not None:
+            failures[spec.name] = spec_error
     return failures
 
 

@@ -1,8 +1,10 @@
 """What is measured: the endpoints (apps) and the servers, one registry entry each.
 
 Adding a peer is one ``ServerSpec``: a name, the pip requirements it needs in the peers
-virtualenv, and a function from a ``Launch`` (endpoint, port, threads, interpreters) to the
-argv that starts it with ONE worker process listening on 127.0.0.1:port.
+virtualenv (and the Debian packages they build against), and a function from a ``Launch``
+(endpoint, port, threads, interpreters) to the argv that starts it with ONE worker process
+listening on 127.0.0.1:port. Peers without a command line of their own (tornado, bjoern) are
+started by benchmarks/apps/serve_peer.py.
 """
 
 from __future__ import annotations
@@ -137,6 +139,8 @@ KEEPALIVE_SERVERS = (
     "uwsgi",
     "granian",
     "cheroot",
+    "tornado",
+    "bjoern",
     f"{OURS}-accesslog",
 )
 BLOCKING_SERVERS = (OURS, "gunicorn-gevent", "gunicorn-gthread", "waitress")
@@ -238,6 +242,8 @@ class ServerSpec:
     packages: tuple[str, ...] = ()  # pip requirements in the peers venv
     needs_peers_venv: bool = True
     uses_threads: bool = True
+    # Debian packages that installing ``packages`` needs (C headers to build against).
+    debian_packages: tuple[str, ...] = ()
 
 
 def _ours(*, access_log: bool) -> Callable[[Launch], list[str]]:
@@ -336,6 +342,23 @@ def _cheroot(launch: Launch) -> list[str]:
     ]
 
 
+def _serve_peer(server: str) -> Callable[[Launch], list[str]]:
+    """benchmarks/apps/serve_peer.py SERVER, run by the peers' interpreter."""
+
+    def build(launch: Launch) -> list[str]:
+        return [
+            launch.peer("python"),
+            str(BENCH_DIR / "apps" / "serve_peer.py"),
+            server,
+            launch.host,
+            str(launch.port),
+            launch.endpoint.wsgi_app,
+            *("--threads", str(launch.threads)),
+        ]
+
+    return build
+
+
 _SPECS = (
     ServerSpec(
         OURS, "manage.py serve --no-access-log", _ours(access_log=False), needs_peers_venv=False
@@ -360,6 +383,20 @@ _SPECS = (
     ServerSpec("uwsgi", "uWSGI (pyuwsgi wheel), --http11-socket", _uwsgi, ("pyuwsgi",)),
     ServerSpec("granian", "granian --interface wsgi (Rust I/O)", _granian, ("granian",)),
     ServerSpec("cheroot", "cheroot (CherryPy's server)", _cheroot, ("cheroot",)),
+    ServerSpec(
+        "tornado",
+        "tornado HTTPServer + WSGIContainer with a thread pool",
+        _serve_peer("tornado"),
+        ("tornado",),
+    ),
+    ServerSpec(
+        "bjoern",
+        "bjoern (C, libev; the app on its one thread)",
+        _serve_peer("bjoern"),
+        ("bjoern",),
+        uses_threads=False,
+        debian_packages=("libev-dev",),
+    ),
     ServerSpec(
         f"{OURS}-accesslog",
         "manage.py serve --access-log (what logging every request costs)",

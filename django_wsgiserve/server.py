@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from .context import StaticResponder
     from .metrics import WorkerMetrics
     from .pool import ThreadPool
+    from .scoreboard import WorkerScoreboard
     from .wsgi import EnvironTemplate, WSGIApplication
 
 __all__ = ["WorkerServer", "build_server"]
@@ -63,10 +64,11 @@ def build_server(
     on_drain: Callable[[], None] | None = None,
     share: WorkerShare | None = None,
     metrics: WorkerMetrics | None = None,
+    scoreboard: WorkerScoreboard | None = None,
 ) -> WorkerServer:
     """Build a worker's serving parts for ``listeners``; see the module notes."""
     context = WorkerContext.from_config(
-        config, access_log=access_log, static=static, metrics=metrics
+        config, access_log=access_log, static=static, metrics=metrics, scoreboard=scoreboard
     )
     loop = Loop(
         config=config,

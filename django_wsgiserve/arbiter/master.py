@@ -237,7 +237,11 @@ class Arbiter:
     def run(self) -> int:
         """Supervise workers until stopped (main thread); return the exit status."""
         self.process.prepare()
-        self._open_control()
+        try:
+            self._open_control()
+        except ListenerError:  # CONTROL_SOCKET cannot be listened at: nothing was started
+            self.close()
+            raise
         previous = self.inbox.install()
         if self._is_reexecuted:
             self.reloader.adopt(self.now)

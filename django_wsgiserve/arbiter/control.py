@@ -13,9 +13,11 @@ and asks it to reload, add or remove a worker, or stop (the protocol and the pat
   master's selector. A connection's requests are answered one at a time: the next line is read
   only once the previous reply has been written out (a reply larger than the socket buffer
   leaves through EVENT_WRITE), so what a client makes the master hold stays bounded: a
-  partial line of at most ``MAX_REQUEST_BYTES`` and one reply. A client silent (not sending,
-  or not reading its reply) for ``_IDLE_TIMEOUT_S`` is dropped by ``check()``, called once per
-  turn of the loop; so is a line that is too long, after its error reply. Nothing a client
+  partial line of at most ``MAX_REQUEST_BYTES`` and one reply. A client gets
+  ``_IDLE_TIMEOUT_S`` for each request line (from its connection or its previous answer: bytes
+  trickling in do not extend it) and for each part of a reply it reads; past that ``check()``,
+  called once per turn of the loop, drops it. A line too long is answered with an error, then
+  the connection is closed. Nothing a client
   sends can raise out of here: a request the handler fails on gets an error reply and the
   traceback goes to the log.
 * **The file.** ``check()`` also looks every ``_FILE_CHECK_S`` whether the path still names our
@@ -195,7 +197,6 @@ class ControlEndpoint:
         except OSError:
             self._close(fd)
             return
-        client.deadline = self._clock() + _IDLE_TIMEOUT_S
         if data:
             client.inbox += data
             return
@@ -222,6 +223,8 @@ class ControlEndpoint:
             client.inbox[:] = rest
             if line.strip():  # blank lines (a habit of interactive clients) are skipped
                 client.outbox += self._answer(client, line.rstrip(b"\r"))
+                # Time for the next request starts now: bytes trickling in do not extend it.
+                client.deadline = self._clock() + _IDLE_TIMEOUT_S
             self._flush(fd, client)
         if fd not in self._clients:
             return

@@ -6,11 +6,13 @@ Design note.
   imports the application only with PRELOAD, closes every database connection and binds (or
   inherits from systemd) the listening sockets, once. ``Arbiter.run()`` then forks the workers,
   which inherit the sockets and all accept on them; the master never serves a request.
-* **The loop.** One ``select`` over the wake-up pipe, the workers' heartbeat pipes and the
-  reload check's output; then, in this order: dispatch the recorded signals, reap, poll the
-  reload check, remove unix sockets a reload dropped, enforce deadlines, apply the replacement
-  rule (while RUNNING), report to systemd. SIGCHLD and every other signal wake it at once;
-  otherwise it runs every half second, or sooner when the systemd watchdog is due.
+* **The loop.** One ``select`` over the wake-up pipe, the workers' heartbeat pipes, the
+  reload check's output and the master's own listeners (METRICS_BIND, the control socket);
+  then, in this order: dispatch the recorded signals, reap, poll the reload check, remove unix
+  sockets a reload dropped, enforce deadlines, apply the replacement rule (while RUNNING),
+  report to systemd, drop idle health and control clients. SIGCHLD and every other signal
+  wake it at once; otherwise it runs every half second, or sooner when the systemd watchdog
+  is due.
 * **States.** RUNNING -> DRAINING (TERM, INT, QUIT, or a boot failure: the master closes its
   copies of the listeners, every worker gets SIGTERM, or SIGQUIT to stop at once, and nothing
   is respawned) -> STOPPED once the last worker is reaped; ``run()`` then returns ``exit_code``.
@@ -20,6 +22,10 @@ Design note.
   INT, or QUIT: stop at once (SIGQUIT to the workers, SIGKILL two seconds later). TTIN/TTOU:
   one worker more or less (never below one). USR1: reopen log files here and in every worker.
   CHLD: only wakes the loop, which reaps in every iteration. docs/signals.md.
+* **The control socket** (arbiter/control.py; ``manage.py servectl``), bound in ``run()``
+  once the master runs as USER and before any fork: ``status`` (arbiter/status.py, from the
+  worker table and the shared ``Scoreboard`` the workers write), and ``reload``,
+  ``add-worker``, ``remove-worker``, ``stop``, dispatched as HUP, TTIN, TTOU and TERM are.
 * **Boot failures halt.** A worker exiting with ``WorkerExitCode.APP_LOAD_FAILED`` or
   ``BOOT_FAILED`` stops the server (no respawn loop); ``run()`` returns that code and
   ``failure`` says what happened. Except during a reload, which is undone instead
@@ -155,7 +161,7 @@ class Arbiter:
         self._unlink_unix = unlink_unix
         self._is_reexecuted = handover is not None
         self._is_ready_notified = False
-        environ = os.environ if environ is None else environ
+        environ = self._environ
         self.process = ProcessSetup(
             pidfile=config.pidfile,
             user=config.user,

@@ -44,6 +44,7 @@ import posixpath
 import pwd
 import socket
 import stat
+import time
 from typing import TYPE_CHECKING, Any
 
 from django_wsgiserve.errors import ControlRequestError, ControlSocketError
@@ -81,6 +82,7 @@ _SOCKET_NAME = "control.sock"
 _SHARED_DIRECTORY = "django-wsgiserve"
 # sockaddr_un.sun_path is 108 bytes on Linux, with its terminating NUL.
 _MAX_PATH_BYTES = 107
+_CONNECT_RETRY_S = 0.02
 
 
 # -- the protocol ----------------------------------------------------------------------------
@@ -221,7 +223,7 @@ def send_command(path: str, command: str, *, timeout_s: float) -> dict[str, Any]
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout_s)
         try:
-            sock.connect(path)
+            _connect(sock, path, time.monotonic() + timeout_s)
             sock.sendall(encode_request(command))
             line = _read_line(sock, path)
         except TimeoutError as exc:
@@ -234,6 +236,20 @@ def send_command(path: str, command: str, *, timeout_s: float) -> dict[str, Any]
         return parse_reply(line)
     except (UnicodeDecodeError, ValueError) as exc:
         raise ControlSocketError(f"the answer is not a reply: {exc}", path=path) from exc
+
+
+def _connect(sock: socket.socket, path: str, deadline: float) -> None:
+    """Connect, waiting while the master's backlog is full (a unix socket with a timeout
+    fails at once with EAGAIN then, where TCP would wait for the handshake)."""
+    while True:
+        code = sock.connect_ex(path)
+        if code == 0:
+            return
+        if code != errno.EAGAIN:
+            raise OSError(code, os.strerror(code))
+        if time.monotonic() >= deadline:
+            raise TimeoutError
+        time.sleep(_CONNECT_RETRY_S)
 
 
 def _read_line(sock: socket.socket, path: str) -> bytes:

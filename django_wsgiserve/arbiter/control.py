@@ -56,6 +56,8 @@ logger = logging.getLogger(__package__)
 _IDLE_TIMEOUT_S = 10.0
 # Commands are rare and short: more clients than this at once are not operators.
 _MAX_CLIENTS = 16
+# Clients waiting to be accepted: a burst of commands beyond it waits in connect().
+_BACKLOG = 64
 _FILE_CHECK_S = 5.0
 _RECEIVE_BYTES = 65536
 _PEER_CREDENTIALS = struct.Struct("3i")  # struct ucred: pid, uid, gid (socket(7))
@@ -321,7 +323,7 @@ def _bind(path: str) -> tuple[socket.socket, tuple[int, int] | None]:
     address = sockets.parse_bind(f"unix:{path}")
     previous = os.umask(0o177)  # the master is single-threaded: nobody else creates files now
     try:
-        (listener,) = sockets.bind_listeners([address], backlog=_MAX_CLIENTS)
+        (listener,) = sockets.bind_listeners([address], backlog=_BACKLOG)
     finally:
         os.umask(previous)
     return listener, _identity_of(path)

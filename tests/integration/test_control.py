@@ -300,9 +300,9 @@ def test_too_many_clients_are_told_to_come_back(shared):
     try:
         for _ in range(20):
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(10)
-            sock.connect(path)
             held.append(sock)
+            sock.connect(path)  # blocking: waits while the backlog is full
+            sock.settimeout(10)
         # The master serves 16 at once; those beyond get "busy" and are closed.
         busy = 0
         for sock in held[16:]:

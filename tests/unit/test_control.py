@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import threading
+import time
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -256,6 +257,31 @@ def test_the_client_says_what_went_wrong(tmp_path, answer, message):
         control.send_command(str(path), "status", timeout_s=5)
     thread.join()
     assert caught.value.path == str(path)
+
+
+def test_the_client_waits_while_the_backlog_is_full(tmp_path):
+    path = tmp_path / "c.sock"
+    with (
+        socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener,
+        socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as first,
+    ):
+        listener.bind(str(path))
+        listener.listen(0)
+        first.connect(str(path))  # the backlog is full: a connect with a timeout gets EAGAIN
+
+        def master():
+            time.sleep(0.2)  # busy for a moment
+            accepted, _ = listener.accept()
+            accepted.close()
+            accepted, _ = listener.accept()
+            with accepted:
+                accepted.recv(4096)
+                accepted.sendall(control.encode_reply({}))
+
+        thread = threading.Thread(target=master)
+        thread.start()
+        assert control.send_command(str(path), "status", timeout_s=10) == {"ok": True}
+        thread.join()
 
 
 def test_the_client_without_a_socket(tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import json
 import os
 import socket
@@ -13,6 +14,8 @@ import threading
 import time
 
 import pytest
+from django.core.management import CommandError, call_command
+from django.test import override_settings
 from hypothesis import given, settings, strategies as st
 
 from django_wsgiserve import control, statusview
@@ -464,3 +467,24 @@ def test_format_bytes(size, expected):
 def test_the_json_of_a_status_round_trips():
     line = control.encode_reply({key: value for key, value in DOCUMENT.items() if key != "ok"})
     assert json.loads(line) == DOCUMENT
+
+
+# -- the command's configuration errors ------------------------------------------------------------
+
+
+def test_servectl_names_a_bad_setting_and_exits_with_2():
+    with (
+        override_settings(WSGISERVE={"CONTROL_SOCKET": "relative.sock"}),
+        pytest.raises(CommandError, match=r"CONTROL_SOCKET \(settings.WSGISERVE") as caught,
+    ):
+        call_command("servectl", "status", stdout=io.StringIO(), stderr=io.StringIO())
+    assert caught.value.returncode == 2
+
+
+def test_servectl_without_a_server_exits_with_2(tmp_path):
+    missing = str(tmp_path / "none.sock")
+    with pytest.raises(CommandError, match="no such socket") as caught:
+        call_command("servectl", "stop", "--control-socket", missing, stdout=io.StringIO())
+    assert caught.value.returncode == 2
+    assert missing in str(caught.value)
+    assert "source: command line --control-socket" in str(caught.value)

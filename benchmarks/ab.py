@@ -6,7 +6,8 @@
         --args-b="--no-access-log --metrics-bind 127.0.0.1:0"    # the cost of /metrics
 
 Each interpreter must have its own django-wsgiserve installed (e.g. a venv per git worktree
-with ``pip install -e``); the testproject of this repository is served by both. ``--args-a``
+with ``pip install -e``), and each side imports that one: the repository itself is kept off
+``sys.path``. The testproject of this repository is served by both. ``--args-a``
 and ``--args-b`` are the serve options of each side (default ``--no-access-log``). For each
 endpoint (testproject's ``/json`` and the plain WSGI hello app, ``benchmarks/apps/hello.py``)
 and each repetition, A then B (or B then A: the order alternates), the server runs with
@@ -33,9 +34,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 ENDPOINTS = {
-    # name: (working directory, extra serve arguments, path)
+    # name: (working directory, extra serve arguments, path); None: a directory that holds
+    # only this repository's benchmarks package (``_benchmarks_root``)
     "json": (REPO / "testproject", [], "/json"),
-    "hello": (REPO, ["--settings", "benchmarks.apps.hello_settings"], "/"),
+    "hello": (None, ["--settings", "benchmarks.apps.hello_settings"], "/"),
 }
 _RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
 
@@ -59,18 +61,30 @@ def wait_listening(port: int, process: subprocess.Popen[bytes], timeout_s: float
     raise RuntimeError("server not listening")
 
 
+def _benchmarks_root(logs: Path) -> Path:
+    """A directory holding only a link to this repository's ``benchmarks`` package. Neither
+    the repository (``python -m`` puts the working directory first on sys.path) nor
+    PYTHONPATH may hold it: its django_wsgiserve would shadow the one each interpreter has
+    installed, and A and B would run the same code."""
+    root = logs / "import-root"
+    if not root.exists():
+        root.mkdir()
+        (root / "benchmarks").symlink_to(REPO / "benchmarks")
+    return root
+
+
 def measure(python: str, args: list[str], endpoint: str, duration: float, log: Path) -> float:
     directory, extra, path = ENDPOINTS[endpoint]
+    directory = directory or _benchmarks_root(log.parent)
     port = free_port()
     argv = [
         "taskset", "-c", "1", python, "-m", "django", "serve", f"127.0.0.1:{port}",
         "--workers", "1", "--threads", "8", "--noreload", *args, *extra,
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WSGISERVE_", "PYTHON"))}
-    env["PYTHONPATH"] = str(REPO)
+    env["PYTHONPATH"] = str(directory)  # not REPO: see _benchmarks_root
     if endpoint == "json":
         env["DJANGO_SETTINGS_MODULE"] = "testproject.settings"
-        env["PYTHONPATH"] = f"{directory}{os.pathsep}{REPO}"
     with open(log, "ab") as out:
         process = subprocess.Popen(
             argv, cwd=directory, env=env, stdout=out, stderr=subprocess.STDOUT,

@@ -20,7 +20,8 @@ Design note:
 * The object is frozen and built once by the master; workers inherit it through ``fork()``.
   Derived variants use ``dataclasses.replace``, which validates again.
 
-Imports only the stdlib, ``errors``, ``options``, ``sockets`` and ``proxy``; never Django.
+Imports only the stdlib, ``errors``, ``options``, ``sockets``, ``proxy`` and ``control``; never
+Django.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import types
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
+from django_wsgiserve.control import check_socket_path
 from django_wsgiserve.errors import ConfigError
 from django_wsgiserve.options import ENV_PREFIX, METADATA_KEY, Kind, Option, option
 from django_wsgiserve.proxy import DEFAULT_TRUSTED_PROXIES, parse_trusted_proxies
@@ -326,6 +328,23 @@ class ServerConfig:
         "",
         doc="Write the master's process id to this file; empty writes none.",
         group=_PROCESSES,
+        metavar="PATH",
+    )
+    # Automatic by default, so that `servectl status` works with no flag at all. Not in the
+    # working directory (gunicorn 25's gunicorn.ctl there met read-only and shared volumes);
+    # the places, and why, are in control.py.
+    control_socket: str = option(
+        "",
+        doc="Path of the master's control socket, which `manage.py servectl` talks to "
+        "(status, reload, add-worker, remove-worker, stop): a unix socket of mode 0600 that "
+        "only the server's user and root may use. Empty: automatic, "
+        "$RUNTIME_DIRECTORY/control.sock under systemd (the generated unit sets "
+        "RuntimeDirectory=), else /run/PROJECT/control.sock when that directory exists, "
+        "else $XDG_RUNTIME_DIR/django-wsgiserve/PROJECT.sock, else "
+        "/tmp/django-wsgiserve-UID/PROJECT.sock (PROJECT: the settings module's package). "
+        "Otherwise an absolute path; off: none.",
+        group=_PROCESSES,
+        check=check_socket_path,
         metavar="PATH",
     )
     user: str = option(

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .http.events import Request
     from .metrics import WorkerMetrics
     from .proxy import TrustedProxies
+    from .scoreboard import WorkerScoreboard
 
 __all__ = ["Limits", "StaticResponder", "StaticResponse", "WorkerContext", "WorkerStats"]
 
@@ -140,6 +141,8 @@ class WorkerContext:
     access_log: AccessLog | None = None
     static: StaticResponder | None = None
     metrics: WorkerMetrics | None = None  # METRICS_BIND: this worker's slot (metrics.py)
+    # Its slot in the master's scoreboard (scoreboard.py): prefork workers only.
+    scoreboard: WorkerScoreboard | None = None
 
     @classmethod
     def from_config(
@@ -149,6 +152,7 @@ class WorkerContext:
         access_log: AccessLog | None = None,
         static: StaticResponder | None = None,
         metrics: WorkerMetrics | None = None,
+        scoreboard: WorkerScoreboard | None = None,
     ) -> WorkerContext:
         return cls(
             limits=Limits.from_config(config),
@@ -159,4 +163,5 @@ class WorkerContext:
             access_log=access_log,
             static=static,
             metrics=metrics,
+            scoreboard=scoreboard,
         )

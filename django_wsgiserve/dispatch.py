@@ -9,7 +9,9 @@ WARNING at most every ``_OVERLOAD_LOG_INTERVAL_S``), so a burst cannot build a q
 clients time out in anyway.
 
 Threads: ``dispatch()`` in the loop thread; ``in_flight`` is written by pool threads (one dict
-store and one delete per request) and copied by the loop thread.
+store and one delete per request) and copied by the loop thread. Each pool thread also writes
+its row of the master's scoreboard (scoreboard.py), once when a request starts and once when it
+ends.
 
 Never imports Django.
 """
@@ -144,13 +146,19 @@ class Dispatcher:
         ident = threading.get_ident()
         in_flight = self.in_flight
         in_flight[ident] = (request.method, request.target, now)
-        metrics = self._context.metrics
+        context = self._context
+        scoreboard = context.scoreboard
+        if scoreboard is not None:
+            scoreboard.begin(request.method, request.target, now)
+        metrics = context.metrics
         if metrics is not None:
             self._observe_waits(metrics, connection, request, now)
         try:
             self._cycle(connection, request, gateway, body, body_size, keep_alive, now).run()
         finally:
             del in_flight[ident]
+            if scoreboard is not None:
+                scoreboard.end()
             body.close()
 
     def _cycle(

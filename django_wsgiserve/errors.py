@@ -24,6 +24,8 @@ __all__ = [
     "ClientDisconnectedError",
     "ConfigError",
     "ContentTooLargeError",
+    "ControlRequestError",
+    "ControlSocketError",
     "ExpectationFailedError",
     "HeaderFieldsTooLargeError",
     "HookError",
@@ -71,6 +73,21 @@ class ConfigError(WsgiServeError):
 class ListenerError(WsgiServeError):
     """The listening sockets could not be bound, or taken over from systemd or from a
     configuration reload; the message says which address and why, for the operator."""
+
+
+class ControlRequestError(WsgiServeError):
+    """A client of the master's control socket sent something that is not a request the
+    master knows (not JSON, too long, an unknown command); it gets an error reply."""
+
+
+class ControlSocketError(WsgiServeError):
+    """The control command could not talk to the master: no socket at ``path``, nobody
+    listening, permission denied, no answer in time, or an answer it cannot read. The message
+    says which, for the operator; the command adds the setting and its source."""
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class HookError(WsgiServeError):

@@ -310,6 +310,8 @@ class Handover:
     bind: tuple[str, ...] | None = None  # each listener's BIND entry; None: systemd passed them
     unlink: tuple[str, ...] = ()  # unix socket paths no longer in BIND: removed once old workers go
     changes: tuple[str, ...] = ()  # describe_changes(), for the log
+    # The previous image's control socket: removed by the new one if it listens elsewhere.
+    control_socket: str = ""
 
     def encode(self) -> str:
         document = {
@@ -321,6 +323,7 @@ class Handover:
             "bind": None if self.bind is None else _BIND.to_json(self.bind),
             "unlink": list(self.unlink),
             "changes": list(self.changes),
+            "control_socket": self.control_socket,
         }
         return json.dumps(document, separators=(",", ":"))
 
@@ -341,6 +344,7 @@ class Handover:
                 bind=None if bind is None else _bind_entries(bind),
                 unlink=tuple(str(path) for path in document["unlink"]),
                 changes=tuple(str(change) for change in document["changes"]),
+                control_socket=str(document.get("control_socket", "")),
             )
         except (ValueError, TypeError, KeyError) as exc:
             raise ValueError(f"not a handover: {exc}") from exc

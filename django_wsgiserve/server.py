@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from .context import StaticResponder
     from .metrics import WorkerMetrics
     from .pool import ThreadPool
+    from .scoreboard import WorkerScoreboard
     from .wsgi import EnvironTemplate, WSGIApplication
 
 __all__ = ["WorkerServer", "build_server"]
@@ -65,10 +66,11 @@ def build_server(
     share: WorkerShare | None = None,
     metrics: WorkerMetrics | None = None,
     accept_in_threads: bool = False,
+    scoreboard: WorkerScoreboard | None = None,
 ) -> WorkerServer:
     """Build a worker's serving parts for ``listeners``; see the module notes."""
     context = WorkerContext.from_config(
-        config, access_log=access_log, static=static, metrics=metrics
+        config, access_log=access_log, static=static, metrics=metrics, scoreboard=scoreboard
     )
     loop = Loop(
         config=config,

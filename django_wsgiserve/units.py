@@ -18,10 +18,14 @@ Design note:
   capabilities, unless the service itself binds a port below 1024 (then only
   CAP_NET_BIND_SERVICE). ``ProtectHome=yes`` hides /home, /root and /run/user completely, so it
   becomes ``read-only`` when the code, the virtualenv or the interpreter lives there.
+* ``RuntimeDirectory=NAME`` holds the control socket (CONTROL_SOCKET automatic:
+  ``$RUNTIME_DIRECTORY/control.sock``, where ``manage.py servectl`` finds it as
+  ``/run/NAME/control.sock``), with ``RuntimeDirectoryPreserve=yes`` when the .socket unit's
+  own socket is in it.
 * systemd parses ``#`` only at the start of a line: a comment after a setting becomes part of
   its value (``Type=notify  # x`` is an unknown type). Comments here are on their own lines.
 
-Imports only the stdlib, ``config`` and ``sockets``; never Django.
+Imports only the stdlib, ``config``, ``control`` and ``sockets``; never Django.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from django_wsgiserve import control
 from django_wsgiserve.config import OPTIONS
 
 if TYPE_CHECKING:
@@ -100,6 +105,9 @@ class UnitFacts:
     # "main": only the master notifies. Under --reload the autoreloader's child (another pid)
     # serves and notifies, so "all".
     notify_access: str = "main"
+    # CONTROL_SOCKET: "" (automatic: $RUNTIME_DIRECTORY, so RuntimeDirectory=NAME), "off", or
+    # a path whose directory must be writable.
+    control_socket: str = ""
     notes: tuple[str, ...] = field(default=(), compare=False)  # for unit_warnings()
 
 
@@ -202,6 +210,11 @@ def _process_lines(facts: UnitFacts) -> list[tuple[str, str]]:
 def _file_system_lines(facts: UnitFacts) -> list[tuple[str, str]]:
     own_unix = [] if facts.with_socket else _unix_paths(facts.addresses)
     parents = [posixpath.dirname(path) for path in own_unix]
+    # The control socket's directory: the automatic path is $RUNTIME_DIRECTORY/control.sock.
+    if facts.control_socket == "":
+        parents.append(f"/run/{facts.name}")
+    elif facts.control_socket != "off":
+        parents.append(posixpath.dirname(facts.control_socket))
     # /run/NAME is created for the service and owned by User=; removed when it stops, with the
     # socket. /var/lib/NAME likewise, but kept: StateDirectory= is the systemd way to say it.
     runtime = [p.removeprefix("/run/") for p in parents if p.startswith("/run/")]
@@ -213,6 +226,11 @@ def _file_system_lines(facts: UnitFacts) -> list[tuple[str, str]]:
     lines = [("UMask", "0007" if own_unix else "0027")]
     if runtime:
         lines.append(("RuntimeDirectory", " ".join(sorted(set(runtime)))))
+        # The .socket unit's own files in one of them must survive the service's stop and
+        # restart: without this systemd removes the directory, and them, when it stops.
+        unit_paths = _unix_paths(facts.addresses) if facts.with_socket else []
+        if any(posixpath.dirname(path).removeprefix("/run/") in runtime for path in unit_paths):
+            lines.append(("RuntimeDirectoryPreserve", "yes"))
     if state:
         lines.append(("StateDirectory", " ".join(sorted(set(state)))))
     if writable:
@@ -402,7 +420,8 @@ def gather_facts(
         # Under --reload one worker serves in the reloader's child, without the master's pings.
         watchdog_s=0 if config.reload else watchdog_s,
         notify_access="all" if config.reload else "main",
-        notes=tuple(notes),
+        control_socket=config.control_socket,
+        notes=(*notes, *_control_socket_notes(config, name, module)),
     )
 
 
@@ -445,6 +464,18 @@ def _environment_options(config: ServerConfig, with_socket: bool) -> list[str]:
     ]
 
 
+def _control_socket_notes(config: ServerConfig, name: str, module: str) -> list[str]:
+    """Where ``servectl`` would not find the service's control socket."""
+    project = control.project_name(module)
+    if config.control_socket or name == project:
+        return []
+    path = f"/run/{name}/control.sock"
+    return [
+        f"the control socket will be {path} (RuntimeDirectory={name}), and servectl looks "
+        f'in /run/{project}/: set WSGISERVE["CONTROL_SOCKET"] = {path!r} in the settings'
+    ]
+
+
 def _account(config: ServerConfig) -> tuple[str, str, list[str]]:
     """User= and Group=: USER/GROUP, else the current user unless it is root."""
     notes = []
@@ -480,6 +511,11 @@ def unit_warnings(facts: UnitFacts) -> list[str]:
             for path in _unix_paths(facts.addresses)
             if _is_under(path, _PRIVATE_TMP_DIRECTORIES)
         ]
+    if _is_under(facts.control_socket, _PRIVATE_TMP_DIRECTORIES):
+        warnings.append(
+            f"CONTROL_SOCKET {facts.control_socket} is inside the service's private /tmp "
+            "(PrivateTmp=yes): servectl will not see it; leave CONTROL_SOCKET empty"
+        )
     if any(_is_under(p, _HOME_DIRECTORIES) for p in (facts.working_directory, *facts.read_paths)):
         warnings.append(
             "the project or its interpreter lives under /home, /root or /run/user: "

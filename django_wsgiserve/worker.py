@@ -70,6 +70,7 @@ if TYPE_CHECKING:
     from .context import StaticResponder
     from .loop import Loop
     from .metrics import WorkerMetrics
+    from .scoreboard import WorkerScoreboard
     from .server import WorkerServer
     from .wsgi import WSGIApplication
 
@@ -107,13 +108,15 @@ def serve(
     hooks: Hooks | None = None,
     number: int = 1,
     metrics: WorkerMetrics | None = None,
+    scoreboard: WorkerScoreboard | None = None,
 ) -> None:
     """Serve ``application`` on ``listeners`` until SIGTERM/SIGINT, then drain (main thread).
 
     ``channel_fd`` is the write end of the pipe to the master and ``share`` this worker's slot
     in the master's accept balance table, for forked workers only. ``hooks`` get WORKER_READY,
     WORKER_STOPPING and WORKER_STOPPED (hooks.py), with ``number``. ``metrics``: this
-    worker's slot in the master's metrics table (METRICS_BIND; metrics.py).
+    worker's slot in the master's metrics table (METRICS_BIND; metrics.py); ``scoreboard``:
+    its slot in the master's scoreboard (scoreboard.py).
     """
     hooks = hooks or Hooks()
     access_log = None
@@ -125,7 +128,7 @@ def serve(
     # Connections, listeners, log files and the pool's spare descriptors (sendfile dups).
     raise_file_limit(needed=config.max_connections + config.threads + 64)
     pool = ThreadPool(threads=config.threads)
-    monitor = _Monitor(config, channel_fd=channel_fd)
+    monitor = _Monitor(config, channel_fd=channel_fd, scoreboard=scoreboard)
     server = build_server(
         config=config,
         listeners=listeners,
@@ -145,6 +148,7 @@ def serve(
         share=share,
         metrics=metrics,
         accept_in_threads=True,
+        scoreboard=scoreboard,
     )
     loop = server.loop
     monitor.server = server
@@ -226,6 +230,7 @@ def run_child(
     cpu: int | None = None,
     hooks: Hooks | None = None,
     metrics: WorkerMetrics | None = None,
+    scoreboard: WorkerScoreboard | None = None,
 ) -> NoReturn:
     """The whole life of a forked worker; ends the process with a ``WorkerExitCode``.
 
@@ -264,6 +269,7 @@ def run_child(
                 hooks=hooks,
                 number=number,
                 metrics=metrics,
+                scoreboard=scoreboard,
             )
             code = WorkerExitCode.OK
     except HookError:
@@ -303,10 +309,17 @@ def _close_sockets(listeners: Sequence[socket.socket]) -> None:
 class _Monitor:
     """The worker's tick hook (loop thread) and its line to the master; see module notes."""
 
-    def __init__(self, config: ServerConfig, *, channel_fd: int | None) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        channel_fd: int | None,
+        scoreboard: WorkerScoreboard | None = None,
+    ) -> None:
         self.server: WorkerServer | None = None
         self.pool: ThreadPool | None = None
         self.metrics: WorkerMetrics | None = None
+        self.scoreboard = scoreboard
         self.should_reopen_logs = False
         self._config = config
         self._channel_fd = channel_fd
@@ -350,11 +363,21 @@ class _Monitor:
             loop.request_stop()
 
     def publish_metrics(self) -> None:
-        """This worker's gauges, for the master's /metrics (loop thread, or after the loop)."""
-        server, pool, metrics = self.server, self.pool, self.metrics
-        if server is None or pool is None or metrics is None:
+        """This worker's gauges, for the master's /metrics and its control socket's status
+        (loop thread, or after the loop)."""
+        server, pool, metrics, scoreboard = self.server, self.pool, self.metrics, self.scoreboard
+        if server is None or pool is None:
             return
         busy = pool.busy
+        if scoreboard is not None:
+            scoreboard.publish(
+                requests=server.context.stats.requests,
+                connections=len(server.loop.connections),
+                busy=busy,
+                queued=max(0, pool.pending - busy),
+            )
+        if metrics is None:
+            return
         metrics.publish(
             sendfile_bytes=server.context.stats.sendfile_bytes,
             connections=len(server.loop.connections),

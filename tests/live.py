@@ -3,7 +3,9 @@
 ``LiveServer.start()`` binds the listening socket itself (port 0, or a unix socket), then runs
 ``tests/exec_shim.py`` in a new session: the shim moves the socket to fd 3, sets ``LISTEN_FDS``
 and ``LISTEN_PID`` to its own pid and execs the server, which keeps the pid, exactly as under
-systemd socket activation. There is no free-port race and no connect-polling: readiness is the
+systemd socket activation. Each server gets a private ``XDG_RUNTIME_DIR``, where its automatic
+control socket goes (``control_socket``), and ``servectl()`` runs ``manage.py servectl`` with
+the server's environment. There is no free-port race and no connect-polling: readiness is the
 ``READY=1`` datagram on a notify socket the test owns. Output goes to a log file, never to an
 unread pipe. ``stop()`` sends SIGTERM to the process group, escalates to SIGKILL, and returns
 the exit code.
@@ -15,6 +17,7 @@ import contextlib
 import os
 import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -103,18 +106,15 @@ class LiveServer:
     # LISTEN_FDNAMES for the socket passed (systemd's FileDescriptorName=: "uwsgi", "fastcgi").
     fd_name: str = ""
     _tmpdir: str = ""
+    _runtime_dir: str = ""
 
     def start(self) -> LiveServer:
         listener = None if self.binds_itself else self._bind()
         self.notify = NotifyListener()
-        env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": self.settings,
-            "NOTIFY_SOCKET": self.notify.name,
-            "PYTHONPATH": str(REPO),
-            "PYTHONUNBUFFERED": "1",
-            **self.env,
-        }
+        # The automatic control socket goes in XDG_RUNTIME_DIR: one per server, so that
+        # servers of the same project started at once do not meet there.
+        self._runtime_dir = tempfile.mkdtemp(prefix="wsgiserve-run-", dir="/tmp")
+        env = {**self._environ(), "NOTIFY_SOCKET": self.notify.name}
         for name in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
             env.pop(name, None)
         if self.fd_name and not self.binds_itself:
@@ -142,6 +142,40 @@ class LiveServer:
             self.stop()
             raise AssertionError(f"server did not send READY=1; log:\n{self.log()}")
         return self
+
+    def _environ(self) -> dict[str, str]:
+        """The server's environment (and servectl's), NOTIFY_SOCKET and LISTEN_* aside."""
+        environ = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": self.settings,
+            "PYTHONPATH": str(REPO),
+            "PYTHONUNBUFFERED": "1",
+            "XDG_RUNTIME_DIR": self._runtime_dir,
+            **self.env,
+        }
+        environ.pop("RUNTIME_DIRECTORY", None)  # not under systemd here
+        return environ
+
+    @property
+    def control_socket(self) -> Path:
+        """Where the master puts its control socket by default (CONTROL_SOCKET automatic)."""
+        project = self.settings.split(".")[0]
+        return Path(self._runtime_dir) / "django-wsgiserve" / f"{project}.sock"
+
+    def servectl(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 30.0
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``manage.py servectl ARGS`` beside this server; the CompletedProcess (text)."""
+        return subprocess.run(
+            [sys.executable, *self.manage, "servectl", *args],
+            cwd=self.cwd,
+            env={**self._environ(), **(env or {})},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
     def _bind(self) -> socket.socket:
         if self.family == "unix":
@@ -211,6 +245,8 @@ class LiveServer:
                 os.unlink(os.path.join(self._tmpdir, "s.sock"))
             with contextlib.suppress(OSError):
                 os.rmdir(self._tmpdir)
+        if self._runtime_dir:
+            shutil.rmtree(self._runtime_dir, ignore_errors=True)
         return process.returncode
 
     # -- raw HTTP helpers ------------------------------------------------------------------

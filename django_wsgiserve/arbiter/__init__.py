@@ -12,10 +12,14 @@ runs code from this package after ``fork()`` (it enters ``worker.run_child``, wh
   and the adoption of the old workers, a reload undone (mechanics in ``reexec.py``);
 * ``notifier.py``: ``SystemdNotifier``, what systemd is told and when;
 * ``process.py``: ``ProcessSetup``, UMASK, PIDFILE, USER/GROUP, the title, log reopening;
-* ``inbox.py``: ``SignalInbox``, the handlers that only record a signal and wake the loop.
+* ``inbox.py``: ``SignalInbox``, the handlers that only record a signal and wake the loop;
+* ``health.py`` and ``scrape.py``: METRICS_BIND's listener and what ``/metrics`` answers;
+* ``control.py`` and ``status.py``: the control socket (``manage.py servectl``) and its
+  ``status`` answer, from the worker table and the shared scoreboard (``scoreboard.py``).
 
-Imports go one way: ``master`` -> ``reload`` -> ``workers`` -> ``inbox``; ``notifier``,
-``process`` and ``inbox`` import nothing from the package. Every module logs as
+Imports go one way: ``master`` -> ``reload`` -> ``workers`` -> ``inbox``, and ``workers`` ->
+``scrape`` <- ``status``; ``notifier``, ``process`` and ``inbox`` import nothing from the
+package. Every module logs as
 ``django_wsgiserve.arbiter``, the name the master's log lines have always carried. The master
 is single-threaded (forking a threaded process is unsafe) and must not import Django.
 """

@@ -6,11 +6,13 @@ Design note.
   imports the application only with PRELOAD, closes every database connection and binds (or
   inherits from systemd) the listening sockets, once. ``Arbiter.run()`` then forks the workers,
   which inherit the sockets and all accept on them; the master never serves a request.
-* **The loop.** One ``select`` over the wake-up pipe, the workers' heartbeat pipes and the
-  reload check's output; then, in this order: dispatch the recorded signals, reap, poll the
-  reload check, remove unix sockets a reload dropped, enforce deadlines, apply the replacement
-  rule (while RUNNING), report to systemd. SIGCHLD and every other signal wake it at once;
-  otherwise it runs every half second, or sooner when the systemd watchdog is due.
+* **The loop.** One ``select`` over the wake-up pipe, the workers' heartbeat pipes, the
+  reload check's output and the master's own listeners (METRICS_BIND, the control socket);
+  then, in this order: dispatch the recorded signals, reap, poll the reload check, remove unix
+  sockets a reload dropped, enforce deadlines, apply the replacement rule (while RUNNING),
+  report to systemd, drop idle health and control clients. SIGCHLD and every other signal
+  wake it at once; otherwise it runs every half second, or sooner when the systemd watchdog
+  is due.
 * **States.** RUNNING -> DRAINING (TERM, INT, QUIT, or a boot failure: the master closes its
   copies of the listeners, every worker gets SIGTERM, or SIGQUIT to stop at once, and nothing
   is respawned) -> STOPPED once the last worker is reaped; ``run()`` then returns ``exit_code``.
@@ -20,6 +22,10 @@ Design note.
   INT, or QUIT: stop at once (SIGQUIT to the workers, SIGKILL two seconds later). TTIN/TTOU:
   one worker more or less (never below one). USR1: reopen log files here and in every worker.
   CHLD: only wakes the loop, which reaps in every iteration. docs/signals.md.
+* **The control socket** (arbiter/control.py; ``manage.py servectl``), bound in ``run()``
+  once the master runs as USER and before any fork: ``status`` (arbiter/status.py, from the
+  worker table and the shared ``Scoreboard`` the workers write), and ``reload``,
+  ``add-worker``, ``remove-worker``, ``stop``, dispatched as HUP, TTIN, TTOU and TERM are.
 * **Boot failures halt.** A worker exiting with ``WorkerExitCode.APP_LOAD_FAILED`` or
   ``BOOT_FAILED`` stops the server (no respawn loop); ``run()`` returns that code and
   ``failure`` says what happened. Except during a reload, which is undone instead
@@ -49,13 +55,15 @@ import signal
 import time
 from typing import TYPE_CHECKING
 
-from django_wsgiserve import sockets
+from django_wsgiserve import control, sockets
+from django_wsgiserve.arbiter.control import ControlEndpoint, open_control_endpoint
 from django_wsgiserve.arbiter.health import HealthEndpoint, HealthState
 from django_wsgiserve.arbiter.inbox import SignalInbox
 from django_wsgiserve.arbiter.notifier import SystemdNotifier
 from django_wsgiserve.arbiter.process import ProcessSetup
 from django_wsgiserve.arbiter.reload import Reloader
 from django_wsgiserve.arbiter.scrape import MasterMetrics, metrics_table
+from django_wsgiserve.arbiter.status import status_document
 from django_wsgiserve.arbiter.workers import (
     KILL_GRACE_S,
     Worker,
@@ -67,6 +75,7 @@ from django_wsgiserve.arbiter.workers import (
 )
 from django_wsgiserve.errors import ListenerError, WorkerExitCode
 from django_wsgiserve.hooks import Hook, Hooks
+from django_wsgiserve.scoreboard import Scoreboard
 
 if TYPE_CHECKING:
     import socket
@@ -84,6 +93,13 @@ logger = logging.getLogger(__package__)
 
 _LOOP_TIMEOUT_S = 0.5
 _HALTING_CODES = frozenset({WorkerExitCode.BOOT_FAILED, WorkerExitCode.APP_LOAD_FAILED})
+# The control socket's actions are the signals' (docs/signals.md), dispatched the same way.
+_CONTROL_SIGNALS = {
+    "reload": signal.SIGHUP,
+    "add-worker": signal.SIGTTIN,
+    "remove-worker": signal.SIGTTOU,
+    "stop": signal.SIGTERM,
+}
 
 
 class ArbiterState(enum.Enum):
@@ -112,6 +128,7 @@ class Arbiter:
         reload_command: Sequence[str] | None = None,
         handover: reexec.Handover | None = None,
         hooks: Hooks | None = None,
+        project: str = "django",
     ) -> None:
         """``reload_command``: the command line that started this server, run again on SIGHUP
         to check the configuration and to re-execute the master when it changed; None (e.g.
@@ -120,7 +137,8 @@ class Arbiter:
         ``unlink_unix``: the listeners were bound by us, not passed by systemd.
         ``rebuild_static``: builds the static files table again on SIGHUP (after a deploy's
         collectstatic). ``hooks``: the lifecycle hooks (hooks.py), sent here and passed on
-        to the workers."""
+        to the workers. ``project``: the name an automatic CONTROL_SOCKET path derives from
+        (control.py)."""
         self.config = config
         self.state = ArbiterState.RUNNING
         self.failure = ""
@@ -133,12 +151,17 @@ class Arbiter:
         if config.metrics_bind:
             self.metrics = MasterMetrics(metrics_table(config.workers, config.threads))
             self._hooks = self.metrics.observe_hooks(self._hooks)
+        # What each worker runs now, for the control socket (scoreboard.py); always on.
+        self.scoreboard = _scoreboard(config)
+        self.control: ControlEndpoint | None = None  # opened by run(), as the server's user
+        self._project = project
+        self._environ: MutableMapping[str, str] = os.environ if environ is None else environ
         self._listeners = list(listeners)
         self._app_name = app_name
         self._unlink_unix = unlink_unix
         self._is_reexecuted = handover is not None
         self._is_ready_notified = False
-        environ = os.environ if environ is None else environ
+        environ = self._environ
         self.process = ProcessSetup(
             pidfile=config.pidfile,
             user=config.user,
@@ -185,6 +208,7 @@ class Arbiter:
             static=static,
             hooks=self._hooks,
             metrics=self.metrics,
+            scoreboard=self.scoreboard,
         )
         self.workers = WorkerTable(
             recipe,
@@ -194,7 +218,7 @@ class Arbiter:
             balance=balance,
             cpus=allowed_cpus() if config.cpu_affinity else (),
             master_fds=(self._selector.fileno(), self.inbox.wakeup_read, self.inbox.wakeup_write),
-            more_fds=self.health.fds if self.health is not None else tuple,
+            more_fds=self._child_fds,
             clock=clock,
         )
         self.notifier = SystemdNotifier(environ, now=self.now, kill_grace_s=KILL_GRACE_S)
@@ -219,6 +243,11 @@ class Arbiter:
     def run(self) -> int:
         """Supervise workers until stopped (main thread); return the exit status."""
         self.process.prepare()
+        try:
+            self._open_control()
+        except ListenerError:  # CONTROL_SOCKET cannot be listened at: nothing was started
+            self.close()
+            raise
         previous = self.inbox.install()
         if self._is_reexecuted:
             self.reloader.adopt(self.now)
@@ -226,6 +255,8 @@ class Arbiter:
             logger.info("Master (pid %d) starting %d worker(s)", os.getpid(), self.workers.target)
         if self.health is not None:
             logger.info("METRICS_BIND: /healthz, /readyz and /metrics at %s", self.health.url())
+        if self.control is not None:
+            logger.info("Control socket (manage.py servectl) at %s", self.control.path)
         try:
             while self.state is not ArbiterState.STOPPED:
                 self._run_once()
@@ -244,6 +275,8 @@ class Arbiter:
         self.reloader.unlink_dropped_paths()
         if self.health is not None:
             self.health.close()
+        if self.control is not None:
+            self.control.close()
         self._selector.close()
         self.inbox.close()
         self.process.remove_pidfile()
@@ -272,6 +305,8 @@ class Arbiter:
             self.state = ArbiterState.STOPPED
         self._report_progress()
         self._report_health()
+        if self.control is not None:
+            self.control.check(self.now)
 
     def _dispatch_signal(self, signum: int) -> None:
         name = signal.Signals(signum).name[3:].lower()
@@ -394,6 +429,77 @@ class Arbiter:
         logger.info("Stopping at once (%s)", reason)
         self.workers.stop_all(signal.SIGQUIT, 0.0, self.now)
 
+    # -- the control socket ----------------------------------------------------------------
+
+    def _open_control(self) -> None:
+        """CONTROL_SOCKET, bound once the master runs as USER (its file is the server's
+        user's) and before any worker is forked."""
+        config = self.config
+        self.control = open_control_endpoint(
+            config.control_socket,
+            source=config.source_of("control_socket"),
+            name=self._project,
+            environ=self._environ,
+            selector=self._selector,
+            clock=self._clock,
+            handle=self._control_request,
+            is_reexecuted=self._is_reexecuted,
+        )
+        if self.control is not None:
+            self.reloader.control_socket = self.control.path
+        self.reloader.remove_previous_control_socket()
+
+    def _control_request(self, command: str, peer_pid: int) -> bytes:
+        """A control socket request (arbiter/control.py): the reply line."""
+        if command == "status":
+            return control.encode_reply(self._status())
+        logger.info("Control socket: %s, from pid %d", command, peer_pid)
+        if self.state is not ArbiterState.RUNNING:
+            return control.error_reply(f"{command}: the server is stopping already")
+        if command == "remove-worker" and self.workers.target <= 1:
+            return control.error_reply("remove-worker: one worker is the least (stop stops)")
+        if command == "stop" and self._drain_at is not None:
+            self._dispatch_signal(signal.SIGTERM)  # a second request drains at once, as TERM
+            return control.encode_reply({"message": "Draining now"})
+        self._dispatch_signal(_CONTROL_SIGNALS[command])
+        return control.encode_reply(self._action_result(command))
+
+    def _action_result(self, command: str) -> dict[str, object]:
+        target = self.workers.target
+        if command == "reload":
+            message = "Reloading, as on SIGHUP: the log and status show its progress"
+        elif command == "stop":
+            message = "Stopping, as on SIGTERM: running requests finish first"
+            if self._drain_at is not None:
+                message += f"; draining in {self._drain_at - self.now:.1f} s (DRAIN_DELAY)"
+        else:
+            message = f"{target} worker(s) wanted"
+        return {"message": message, "workers_wanted": target}
+
+    def _status(self) -> dict[str, object]:
+        """The ``status`` reply (arbiter/status.py)."""
+        state = self.state.value
+        if self.state is ArbiterState.RUNNING and self._drain_at is not None:
+            state = "stopping"  # DRAIN_DELAY: serving still, readiness failing
+        return status_document(
+            state=state,
+            workers=self.workers,
+            target=self.workers.target,
+            scoreboard=self.scoreboard,
+            config=self.config,
+            listening=self._url_list(),
+            control_socket=self.control.path if self.control is not None else "",
+            is_reloading=self.reloader.is_reloading or self.reloader.is_checking,
+            now=self._clock(),
+        )
+
+    def _child_fds(self) -> list[int]:
+        """The master's descriptors that come and go, which a forked worker closes."""
+        fds = self.health.fds() if self.health is not None else []
+        if self.control is not None:
+            fds += self.control.fds()
+        return fds
+
     # -- systemd and status ----------------------------------------------------------------
 
     def _report_progress(self) -> None:
@@ -443,10 +549,23 @@ class Arbiter:
         return self.metrics.render(self.workers)
 
     def _urls(self) -> str:
+        return ", ".join(self._url_list())
+
+    def _url_list(self) -> list[str]:
         urls = []
         for sock in self._listeners:
             with contextlib.suppress(OSError):
                 urls.append(
                     sockets.listener_url(sock, scheme="https" if self.config.certfile else "http")
                 )
-        return ", ".join(urls)
+        return urls
+
+
+def _scoreboard(config: ServerConfig) -> Scoreboard | None:
+    """The scoreboard, with as many slots as the accept balance table; None, with a warning,
+    where shared anonymous memory is not available."""
+    try:
+        return Scoreboard(slots=max(16, 4 * config.workers), threads=config.threads)
+    except (OSError, ValueError) as exc:
+        logger.warning("The control socket's status will not show requests: %s", exc)
+        return None

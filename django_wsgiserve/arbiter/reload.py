@@ -24,6 +24,8 @@ Design note. The mechanics (the checking child, the handover, placing the listen
   only their exit and the graceful deadline judge them once they get SIGTERM. Its own workers
   are the new generation of the reload its previous image began, which its first READY=1
   finishes. Unix socket paths the new BIND drops are removed once no adopted worker is left.
+  It binds the control socket again (exec closed it), and removes the previous image's when
+  CONTROL_SOCKET moved.
 * **Undo.** A new worker that cannot boot during a reload (``undo()``, from the reaper) must
   not take the site down: the retiring workers go back to work, the other new ones stop, and
   the operator gets an ERROR line and a systemd STATUS. Without a previous generation to fall
@@ -41,6 +43,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import stat
 from typing import TYPE_CHECKING
 
@@ -53,7 +56,6 @@ from django_wsgiserve.protocols import protocol_of
 
 if TYPE_CHECKING:
     import selectors
-    import socket
     from collections.abc import Callable, Mapping, MutableMapping, Sequence
     from typing import Any
 
@@ -121,11 +123,18 @@ class Reloader:
         if handover is not None:
             self._listener_specs = handover.bind
             self._paths_to_unlink = handover.unlink
+        # The master's control socket (arbiter/control.py), told to the next image.
+        self.control_socket = ""
 
     @property
     def is_reloading(self) -> bool:
         """Whether a new generation of workers is starting (the old one still serves)."""
         return self._is_reloading
+
+    @property
+    def is_checking(self) -> bool:
+        """Whether a SIGHUP's configuration check is running."""
+        return self._check is not None
 
     # -- SIGHUP and the check --------------------------------------------------------------
 
@@ -254,6 +263,7 @@ class Reloader:
             bind=specs,
             unlink=tuple(dict.fromkeys((*self._paths_to_unlink, *dropped))),
             changes=tuple(changes),
+            control_socket=self.control_socket,
         )
         logger.info(
             "Handing over %d listener(s) and %d old worker(s) (pid %s) to the new master",
@@ -343,6 +353,22 @@ class Reloader:
             ", ".join(str(p.pid) for p in adopted) or "none",
             self._workers.target,
         )
+
+    def remove_previous_control_socket(self) -> None:
+        """After a re-exec: the previous image's control socket, when CONTROL_SOCKET moved
+        (exec closed it: nobody listens there any more)."""
+        previous = self._handover.control_socket if self._handover is not None else ""
+        if not previous or previous == self.control_socket:
+            return
+        with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as probe:
+            if not stat.S_ISSOCK(os.stat(previous).st_mode):
+                return
+            probe.setblocking(False)
+            try:
+                probe.connect(previous)
+            except ConnectionRefusedError:  # stale: nobody took the path meanwhile
+                os.unlink(previous)
+                logger.info("Removed %s, the control socket before the reload", previous)
 
     def unlink_dropped_paths(self) -> None:
         """Remove the unix sockets dropped from BIND once no old worker accepts on them."""

@@ -34,7 +34,14 @@ if TYPE_CHECKING:
 
     from django_wsgiserve.arbiter.workers import Worker
 
-__all__ = ["CONTENT_TYPE", "RESTART_REASONS", "MasterMetrics", "metrics_table"]
+__all__ = [
+    "CONTENT_TYPE",
+    "RESTART_REASONS",
+    "MasterMetrics",
+    "metrics_table",
+    "process_age",
+    "process_usage",
+]
 
 logger = logging.getLogger(__package__)
 
@@ -164,7 +171,7 @@ class MasterMetrics:
                 connections.append((label, open_))
                 threads += [(f'{label},state="busy"', busy), (f'{label},state="idle"', idle)]
                 queued.append((label, waiting))
-            usage = _process_usage(process.pid)
+            usage = process_usage(process.pid)
             if usage is not None:
                 memory.append((label, usage[0]))
                 cpu.append((label, usage[1]))
@@ -202,8 +209,9 @@ def _family(
         lines.append(f"{name}{{{labels}}} {text}")
 
 
-def _process_usage(pid: int) -> tuple[float, float] | None:
-    """(resident bytes, CPU seconds) of ``pid``, from /proc; None where it cannot be read."""
+def process_usage(pid: int) -> tuple[float, float] | None:
+    """(resident bytes, CPU seconds) of ``pid``, from /proc; None where it cannot be read
+    (also the control socket's status, arbiter/status.py)."""
     try:
         with open(f"/proc/{pid}/statm", "rb") as statm:
             resident_pages = int(statm.read().split()[1])
@@ -215,3 +223,17 @@ def _process_usage(pid: int) -> tuple[float, float] | None:
     except (OSError, IndexError, ValueError):
         return None
     return resident_pages * _PAGE_BYTES, ticks / _CLOCK_TICKS
+
+
+def process_age(pid: int) -> float | None:
+    """Seconds since ``pid`` started, from /proc; None where it cannot be read. For workers
+    this master did not fork (adopted after a configuration reload)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            # proc(5): starttime, in clock ticks after boot, is the 22nd field.
+            started_ticks = int(stat.read().rsplit(b")", 1)[1].split()[19])
+        with open("/proc/uptime", "rb") as uptime:
+            seconds_since_boot = float(uptime.read().split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+    return max(0.0, seconds_since_boot - started_ticks / _CLOCK_TICKS)

@@ -23,7 +23,8 @@ Design note.
   never runs its handlers; the child goes straight to ``worker.run_child`` (which ends with
   ``os._exit``) and closes the master's descriptors. A failed fork is logged; the next
   ``manage`` tries again. Each worker claims a slot in the accept ``BalanceTable``
-  (balance.py), released when it is reaped, and with CPU_AFFINITY the least used CPU.
+  (balance.py) and in the ``Scoreboard`` (scoreboard.py), released when it is reaped, and
+  with CPU_AFFINITY the least used CPU.
 * **Exits** (``reaped``): INFO when expected (told to stop, then exit 0 or SIGTERM), else
   ERROR; a SIGKILL the master did not send reads as probably out of memory. Hooks:
   WORKER_EXITED for each, WORKERS_CHANGED when ``target`` changes.
@@ -48,6 +49,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from django_wsgiserve import worker
 from django_wsgiserve.arbiter.inbox import HANDLED_SIGNALS
+from django_wsgiserve.arbiter.scrape import process_age
 from django_wsgiserve.balance import BalanceTable
 from django_wsgiserve.hooks import Hook, Hooks
 
@@ -58,6 +60,7 @@ if TYPE_CHECKING:
     from django_wsgiserve.arbiter.scrape import MasterMetrics
     from django_wsgiserve.config import ServerConfig
     from django_wsgiserve.context import StaticResponder
+    from django_wsgiserve.scoreboard import Scoreboard
     from django_wsgiserve.wsgi import WSGIApplication
 
 __all__ = [
@@ -109,6 +112,8 @@ class Worker:
     slot: int | None = None  # in the accept balance table (balance.py)
     cpu: int | None = None  # CPU_AFFINITY
     slot_metrics: int | None = None  # in the metrics table (arbiter/scrape.py)
+    slot_scoreboard: int | None = None  # in the scoreboard (scoreboard.py)
+    started: float = 0.0  # the master's clock when it was forked
 
 
 @dataclass(slots=True, kw_only=True)
@@ -125,6 +130,7 @@ class WorkerRecipe:
     static: StaticResponder | None = None
     hooks: Hooks = field(default_factory=Hooks)
     metrics: MasterMetrics | None = None  # METRICS_BIND
+    scoreboard: Scoreboard | None = None  # what each worker runs now (the control socket)
 
 
 def _send_signal(pid: int, signum: int) -> None:
@@ -249,6 +255,8 @@ class WorkerTable:
         cpu = self._next_cpu()
         metrics = self.recipe.metrics
         slot_metrics = metrics.claim() if metrics is not None else None
+        scoreboard = self.recipe.scoreboard
+        slot_scoreboard = scoreboard.claim() if scoreboard is not None else None
         read_fd = write_fd = -1
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
         try:
@@ -263,12 +271,13 @@ class WorkerTable:
                 self._balance.release(slot)
             if metrics is not None:
                 metrics.release(slot_metrics)
+            if scoreboard is not None:
+                scoreboard.release(slot_scoreboard)
             logger.error("Could not fork worker %d: %s", number, exc)
             return
         if pid == 0:
-            self._run_child(
-                number, write_fd, [read_fd, *self._own_fds()], mask, (slot, slot_metrics), cpu
-            )
+            slots = (slot, slot_metrics, slot_scoreboard)
+            self._run_child(number, write_fd, [read_fd, *self._own_fds()], mask, slots, cpu)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(write_fd)
         os.set_blocking(read_fd, False)
@@ -281,6 +290,8 @@ class WorkerTable:
             slot=slot,
             cpu=cpu,
             slot_metrics=slot_metrics,
+            slot_scoreboard=slot_scoreboard,
+            started=now,
         )
         self._selector.register(
             read_fd, selectors.EVENT_READ, functools.partial(self.on_message, pid)
@@ -294,15 +305,19 @@ class WorkerTable:
         channel_fd: int,
         close_fds: list[int],
         signal_mask: set[int | signal.Signals],
-        slots: tuple[int | None, int | None],
+        slots: tuple[int | None, int | None, int | None],
         cpu: int | None,
     ) -> NoReturn:
-        """The forked child: straight into ``worker.run_child``, which never returns."""
+        """The forked child: straight into ``worker.run_child``, which never returns.
+        ``slots``: its balance, metrics and scoreboard slots."""
         recipe = self.recipe
-        slot, slot_metrics = slots
+        slot, slot_metrics, slot_scoreboard = slots
         share = None
         if self._balance is not None and slot is not None:
             share = self._balance.share(slot)
+        scoreboard = None
+        if recipe.scoreboard is not None and slot_scoreboard is not None:
+            scoreboard = recipe.scoreboard.recorder(slot_scoreboard)
         worker.run_child(
             recipe.config,
             recipe.listeners,
@@ -318,6 +333,7 @@ class WorkerTable:
             cpu=cpu,
             hooks=recipe.hooks,
             metrics=recipe.metrics.recorder(slot_metrics) if recipe.metrics else None,
+            scoreboard=scoreboard,
         )
 
     def _next_cpu(self) -> int | None:
@@ -445,7 +461,11 @@ class WorkerTable:
     def adopt(self, pid: int, number: int, now: float) -> Worker | None:
         """Take over a worker of this master's previous image (a configuration reload):
         RETIRING, without a heartbeat pipe. None if it has gone (an exit is reported)."""
-        process = Worker(pid, number, -1, WorkerState.RETIRING, now, is_adopted=True)
+        # Its age comes from /proc: the previous image forked it, maybe long ago.
+        age = process_age(pid) or 0.0
+        process = Worker(
+            pid, number, -1, WorkerState.RETIRING, now, is_adopted=True, started=now - age
+        )
         try:
             reaped, status = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
@@ -467,6 +487,8 @@ class WorkerTable:
             self._balance.release(process.slot)
         if self.recipe.metrics is not None:
             self.recipe.metrics.worker_reaped(process, code)
+        if self.recipe.scoreboard is not None:
+            self.recipe.scoreboard.release(process.slot_scoreboard)
         self._close_channel(process)
         self._exited(process, code)
         return process

@@ -225,6 +225,7 @@ def test_handover_round_trip_and_who_takes_it():
         bind=("127.0.0.1:8000", "unix:/run/a:b.sock"),
         unlink=("/run/old.sock",),
         changes=("THREADS 4 -> 8",),
+        control_socket="/run/mysite/control.sock",
     )
     assert reexec.Handover.decode(handover.encode()) == handover
     environ = {reexec.HANDOVER_VARIABLE: handover.encode(), "OTHER": "x"}
@@ -233,6 +234,14 @@ def test_handover_round_trip_and_who_takes_it():
     assert reexec.take_handover(environ) is None
     someone_else = reexec.Handover(pid=1, workers=(), next_number=1)
     assert reexec.take_handover({reexec.HANDOVER_VARIABLE: someone_else.encode()}) is None
+
+
+def test_a_handover_of_an_image_without_control_socket_decodes():
+    # A reload that upgrades the package: the previous image wrote no "control_socket".
+    handover = reexec.Handover(pid=os.getpid(), workers=((7, 1),), next_number=2)
+    document = json.loads(handover.encode())
+    del document["control_socket"]
+    assert reexec.Handover.decode(json.dumps(document)) == handover
 
 
 @pytest.mark.parametrize(

@@ -175,8 +175,36 @@ def test_writable_paths_from_settings(settings: dict[str, Any], expected: tuple[
         ),
         pytest.param(
             {"bind": ("unix:/run/mysite/mysite.sock",), "with_socket": True},
-            {"RuntimeDirectory": [], "UMask": ["0027"]},
-            id="socket-unit-owns-the-path",
+            {
+                "RuntimeDirectory": ["mysite"],
+                "RuntimeDirectoryPreserve": ["yes"],
+                "UMask": ["0027"],
+            },
+            id="socket-unit-owns-the-path-control-socket-beside",
+        ),
+        pytest.param(
+            {
+                "bind": ("unix:/run/mysite/mysite.sock",),
+                "with_socket": True,
+                "control_socket": "off",
+            },
+            {"RuntimeDirectory": [], "RuntimeDirectoryPreserve": [], "UMask": ["0027"]},
+            id="socket-unit-owns-the-path-no-control-socket",
+        ),
+        pytest.param(
+            {"control_socket": ""},
+            {"RuntimeDirectory": ["mysite"], "RuntimeDirectoryPreserve": []},
+            id="automatic-control-socket-in-run-name",
+        ),
+        pytest.param(
+            {"control_socket": "/run/ctl/mysite.sock"},
+            {"RuntimeDirectory": ["ctl"]},
+            id="control-socket-in-run",
+        ),
+        pytest.param(
+            {"control_socket": "/srv/ctl/mysite.sock", "read_write_paths": ()},
+            {"RuntimeDirectory": [], "ReadWritePaths": ["/srv/ctl"]},
+            id="control-socket-elsewhere",
         ),
         pytest.param(
             {"bind": ("unix:/srv/sockets/mysite.sock",), "read_write_paths": ()},
@@ -280,6 +308,9 @@ def test_line_breaks_are_refused() -> None:
     [
         pytest.param({"bind": ("unix:/tmp/mysite.sock",)}, "private /tmp", id="unix-in-tmp"),
         pytest.param({"working_directory": "/home/me/site"}, "ProtectHome", id="home"),
+        pytest.param(
+            {"control_socket": "/tmp/mysite.ctl"}, "servectl will not see it", id="control-in-tmp"
+        ),
     ],
 )
 def test_warnings(changes: dict[str, Any], expected: str) -> None:
@@ -388,8 +419,19 @@ def test_command_prints_the_units(tmp_path: Path) -> None:
 
 def test_command_unit_name_option() -> None:
     with override_settings(WSGISERVE={"USER": "nobody"}):
-        text, _ = _systemd_unit("--unit-name", "shop")
+        text, warnings = _systemd_unit("--unit-name", "shop")
     assert text.startswith("# /etc/systemd/system/shop.service\n")
+    # The control socket follows the unit's RuntimeDirectory, where servectl does not look.
+    assert "RuntimeDirectory=shop" in text.splitlines()
+    assert "WSGISERVE[\"CONTROL_SOCKET\"] = '/run/shop/control.sock'" in warnings
+
+
+def test_command_unit_name_with_a_control_socket_set() -> None:
+    wsgiserve = {"USER": "nobody", "CONTROL_SOCKET": "/run/shop/control.sock"}
+    with override_settings(WSGISERVE=wsgiserve):
+        text, warnings = _systemd_unit("--unit-name", "shop")
+    assert "RuntimeDirectory=shop" in text.splitlines()
+    assert "CONTROL_SOCKET" not in warnings
 
 
 @pytest.mark.parametrize(

@@ -39,6 +39,7 @@ from django.utils import autoreload
 from django_wsgiserve import (
     __version__,
     accesslog,
+    control,
     project,
     reexec,
     signals,
@@ -287,10 +288,11 @@ class Command(BaseCommand):
                 reload_command=self.reload_command(),
                 handover=handover,
                 hooks=self.hooks,
+                project=control.project_name(settings.SETTINGS_MODULE),
             )
-        except ListenerError as exc:  # METRICS_BIND cannot be listened at
+            code = arbiter.run()
+        except ListenerError as exc:  # METRICS_BIND or CONTROL_SOCKET cannot be listened at
             raise CommandError(str(exc), returncode=2) from exc
-        code = arbiter.run()
         if code:
             raise CommandError(arbiter.failure or f"The server failed ({code}).", returncode=code)
 

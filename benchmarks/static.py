@@ -16,6 +16,10 @@ the 10 MiB one. Order is rotated on every repetition; the report shows medians.
 * nginx: /usr/sbin/nginx (Debian package), ``master_process off``, one worker, sendfile on,
   access_log off, config from benchmarks/nginx-static.conf.template, pid/logs in the tmp dir.
 
+``--access-logs``: every server writes an access line per response, as in production (ours
+``--access-log`` to its log file, nginx ``access_log`` to a file, gunicorn
+``--access-logfile``).
+
 Every process is started in its own session and stopped by its process group id.
 """
 
@@ -100,18 +104,24 @@ def _project_python() -> str:
     return str(REPO / ".venv" / "bin" / "python")
 
 
-def _start(name: str, work: Path, env: dict[str, str], port: int) -> ChildProcess:
+def _start(
+    name: str, work: Path, env: dict[str, str], port: int, *, access_logs: bool = False
+) -> ChildProcess:
     log = work / "logs" / f"{name}.log"
     pinned = ["taskset", "-c", SERVER_CPU]
     if name == "ours":
+        # Its access lines go to the child's log file, as nginx's go to access.log.
+        access = "--access-log" if access_logs else "--no-access-log"
         argv = [*pinned, _project_python(), "manage.py", "serve", f"127.0.0.1:{port}",
-                "--workers", "1", "--threads", "4", "--no-access-log", "--noreload",
+                "--workers", "1", "--threads", "4", access, "--noreload",
                 "--skip-checks"]  # fmt: skip
         return ChildProcess(argv, cwd=PROJECT, env=env, log_path=log)
     if name == "gunicorn+whitenoise":
         gunicorn = str(PEERS_VENV / "bin" / "gunicorn")
         argv = [*pinned, gunicorn, "-k", "gthread", "-w", "1", "--threads", "4",
                 "-b", f"127.0.0.1:{port}", "testproject.wsgi:application"]  # fmt: skip
+        if access_logs:
+            argv[-1:-1] = ["--access-logfile", str(work / "logs" / "gunicorn-access.log")]
         gunicorn_env = {
             **env,
             "DJANGO_SETTINGS_MODULE": "whitenoise_settings",
@@ -121,7 +131,11 @@ def _start(name: str, work: Path, env: dict[str, str], port: int) -> ChildProces
     nginx_dir = work / "nginx"
     nginx_dir.mkdir(exist_ok=True)
     config = string.Template(TEMPLATE.read_text()).substitute(
-        tmp=nginx_dir, port=port, static_root=work / "static", gzip_static="off"
+        tmp=nginx_dir,
+        port=port,
+        static_root=work / "static",
+        gzip_static="off",
+        access_log=f"{nginx_dir}/access.log" if access_logs else "off",
     )
     (nginx_dir / "nginx.conf").write_text(config)
     argv = [*pinned, NGINX, "-c", str(nginx_dir / "nginx.conf"), "-e", str(nginx_dir / "error.log")]
@@ -170,10 +184,16 @@ def _measure(server: str, port: int, file: StaticFile, duration_s: int) -> Measu
 
 
 def _run_server(
-    name: str, work: Path, env: dict[str, str], files: list[StaticFile], duration_s: int
+    name: str,
+    work: Path,
+    env: dict[str, str],
+    files: list[StaticFile],
+    duration_s: int,
+    *,
+    access_logs: bool,
 ) -> list[Measurement]:
     port = find_free_port()
-    child = _start(name, work, env, port)
+    child = _start(name, work, env, port, access_logs=access_logs)
     try:
         _wait_ready(child, port, files[0].url_path)
         return [_measure(name, port, file, duration_s) for file in files]
@@ -181,13 +201,17 @@ def _run_server(
         child.stop()
 
 
-def _report(measurements: list[Measurement], files: list[StaticFile], command: str) -> str:
+def _report(
+    measurements: list[Measurement], files: list[StaticFile], command: str, *, access_logs: bool
+) -> str:
     servers = ["ours", "gunicorn+whitenoise", "nginx"]
+    logs = "on for every server (to a file)" if access_logs else "off"
     lines = [
         "# Static files: ours vs whitenoise middleware (gunicorn gthread) vs nginx",
         "",
         f"- {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {os.cpu_count()} CPUs; "
-        f"one worker process each on CPU {SERVER_CPU}, wrk -t1 on CPU {WRK_CPU}; keep-alive",
+        f"one worker process each on CPU {SERVER_CPU}, wrk -t1 on CPU {WRK_CPU}; keep-alive; "
+        f"access logs {logs}",
         f"- Command: `{command}`",
         "",
         "| file | server | req/s (median) | MB/s (median) | p99 ms | vs nginx req/s "
@@ -226,6 +250,12 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--output", type=Path, help="also write the report here")
     parser.add_argument("--keep", action="store_true", help="keep the tmp work dir")
+    parser.add_argument(
+        "--access-logs",
+        action="store_true",
+        help="every server writes its access log (ours --access-log, nginx access_log, "
+        "gunicorn --access-logfile), as production runs them",
+    )
     options = parser.parse_args()
     repetitions, duration = (1, 3) if options.quick else (options.repetitions, options.duration)
     if not Path(NGINX).exists():
@@ -243,9 +273,11 @@ def main() -> int:
             shift = repetition % len(servers)
             for server in servers[shift:] + servers[:shift]:
                 print(f"[{repetition + 1}/{repetitions}] {server}", file=sys.stderr, flush=True)
-                measurements += _run_server(server, work, env, files, duration)
+                measurements += _run_server(
+                    server, work, env, files, duration, access_logs=options.access_logs
+                )
         command = "python3 benchmarks/static.py " + " ".join(sys.argv[1:])
-        report = _report(measurements, files, command.strip())
+        report = _report(measurements, files, command.strip(), access_logs=options.access_logs)
         print(report)
         if options.output:
             options.output.write_text(report)

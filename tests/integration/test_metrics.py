@@ -77,8 +77,15 @@ def test_totals_cover_every_worker_across_a_kill_and_a_reload(tmp_path):
         env={"WSGISERVE_TEST_FILES_DIR": str(tmp_path)},
     )
     server.start()
+
+    def counted() -> float:
+        return total(scrape(metrics)[1], "http_server_request_duration_seconds_count")
+
     try:
         made = run_load(server, 200)
+        # A response reaches its client just before its thread counts it: a SIGKILL at that
+        # moment would take the count with it. The kill comes once every count is in.
+        assert wait_until(lambda: counted() == made, 5), (counted(), made)
         victim = min(workers_of(server))
         os.kill(victim, signal.SIGKILL)
         assert wait_until(lambda: len(workers_of(server) - {victim}) == 2)
@@ -87,10 +94,6 @@ def test_totals_cover_every_worker_across_a_kill_and_a_reload(tmp_path):
         server.send_signal(signal.SIGHUP)
         assert wait_until(lambda: "Reloaded" in server.log())
         made += run_load(server, 200)
-
-        def counted() -> float:
-            return total(scrape(metrics)[1], "http_server_request_duration_seconds_count")
-
         # The response reaches the client just before its thread counts it.
         assert wait_until(lambda: counted() == made, 5), (counted(), made)
         content_type, text = scrape(metrics)

@@ -37,6 +37,7 @@ docs: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PYTHON) benchmarks/run.py $(BENCH_ARGS)
 	$(PY) benchmarks/protocols.py --output docs/benchmarks-protocols.md
+	$(PY) benchmarks/protocols.py --app hello --output docs/benchmarks-protocols-hello.md
 
 bench-quick: $(VENV)/.installed
 	$(PYTHON) benchmarks/run.py --quick $(BENCH_ARGS)

@@ -15,6 +15,11 @@ every request on: ``proxy_pass`` (HTTP/1.1), ``uwsgi_pass`` with the stock ``uws
 * flup-fastcgi: flup's threaded FastCGI ``WSGIServer``, the classic Django FastCGI setup.
 
 Peers are installed into benchmarks/.venv-peers by the harness (never the project's .venv).
+``--app hello`` serves the plain WSGI hello app (benchmarks/apps/hello.py) instead: the
+server's own cost, with no Django in it. Besides req/s, each row gives the CPU time the server
+spent per request (user + system of every process of its session, read from /proc around the
+measured wrk run, divided by the requests wrk counted): a figure the machine's other load
+disturbs less than a rate.
 Runs are interleaved (the order rotates each repetition); the table gives medians and the
 ratio to uWSGI. Loopback only; every process is stopped by its process group.
 """
@@ -44,6 +49,16 @@ from harness.servers import ServerSpec  # noqa: E402
 PROJECT = REPO / "testproject"
 NGINX = "/usr/sbin/nginx"
 _RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
+_REQUESTS = re.compile(r"(\d+) requests in")
+_TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
+# app: (URL path, what its answer starts with)
+APPS = {"json": ("/json", b"HTTP/1.1 200"), "hello": ("/", b"HTTP/1.1 200")}
+HELLO_FLUP = (
+    "import sys; sys.path.insert(0, {repo!r});"
+    "from flup.server.fcgi import WSGIServer;"
+    "from benchmarks.apps.hello import application;"
+    "WSGIServer(application, bindAddress={path!r}, maxThreads=8).run()"
+)
 
 PASS = {
     "http": """
@@ -91,33 +106,42 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def server_argv(name: str, path: str, python: str) -> list[str]:
+def server_argv(name: str, path: str, python: str, app: str = "json") -> list[str]:
     peer = peers_bin()
+    hello = app == "hello"
     if name.startswith("ours-"):
         prefix = {"http": "", "uwsgi": "uwsgi:", "fastcgi": "fastcgi:"}[SERVERS[name][0]]
+        start = [python, "-m", "django"] if hello else [python, "manage.py"]
+        settings = ["--settings", "benchmarks.apps.hello_settings"] if hello else []
         return [
-            python, "manage.py", "serve", "--bind", f"{prefix}unix:{path}", "--workers", "1",
+            *start, "serve", *settings, "--bind", f"{prefix}unix:{path}", "--workers", "1",
             "--threads", "8", "--no-access-log", "--noreload",
         ]  # fmt: skip
     if name == "uwsgi":
+        module = "benchmarks.apps.hello:application" if hello else "testproject.wsgi:application"
         return [
-            str(peer / "uwsgi"), "--socket", path, "--module", "testproject.wsgi:application",
-            "--chdir", str(PROJECT), "--processes", "1", "--threads", "8", "--disable-logging",
-            "--master", "--die-on-term",
+            str(peer / "uwsgi"), "--socket", path, "--module", module,
+            "--chdir", str(REPO if hello else PROJECT), "--processes", "1", "--threads", "8",
+            "--disable-logging", "--master", "--die-on-term",
         ]  # fmt: skip
     if name == "gunicorn-uwsgi":
+        module = "benchmarks.apps.hello:application" if hello else "testproject.wsgi:application"
         return [
             str(peer / "gunicorn"), "--protocol", "uwsgi", "-k", "gthread", "-w", "1",
-            "--threads", "8", "-b", f"unix:{path}", "--chdir", str(PROJECT),
-            "--no-control-socket", "testproject.wsgi:application",
+            "--threads", "8", "-b", f"unix:{path}", "--chdir", str(REPO if hello else PROJECT),
+            "--no-control-socket", module,
         ]  # fmt: skip
+    if hello:
+        return [str(peer / "python"), "-c", HELLO_FLUP.format(repo=str(REPO), path=path)]
     return [str(peer / "python"), "-c", FLUP.format(project=str(PROJECT), path=path)]
 
 
-def wait_ready(port: int, *children: ChildProcess, timeout_s: float = 60) -> None:
-    """Until nginx answers 200 for /json through the server (bounded)."""
+def wait_ready(
+    port: int, *children: ChildProcess, target: str = "/json", timeout_s: float = 60
+) -> None:
+    """Until nginx answers 200 for ``target`` through the server (bounded)."""
     end = time.monotonic() + timeout_s
-    request = b"GET /json HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    request = f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
     last = "no answer"
     while time.monotonic() < end:
         for child in children:
@@ -133,10 +157,30 @@ def wait_ready(port: int, *children: ChildProcess, timeout_s: float = 60) -> Non
         except OSError as exc:
             last = repr(exc)
         time.sleep(0.1)
-    raise RuntimeError(f"not serving /json through nginx: {last}")
+    raise RuntimeError(f"not serving {target} through nginx: {last}")
 
 
-def measure(name: str, python: str, duration: float, work: Path) -> float:
+def session_cpu_s(session: int) -> float:
+    """User + system CPU seconds of every live process of ``session`` (/proc)."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rpartition(")")[2].split()
+        except OSError:
+            continue  # gone meanwhile
+        # After the command: state, ppid, pgrp, session, ..., utime (12th), stime (13th).
+        if int(fields[3]) == session:
+            total += int(fields[11]) + int(fields[12])
+    return total * _TICK_S
+
+
+def measure(
+    name: str, python: str, duration: float, work: Path, app: str = "json"
+) -> tuple[float, float]:
+    """req/s, and the server's CPU microseconds per request."""
     protocol = SERVERS[name][0]
     tmp = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=work))
     upstream, port = str(tmp / "app.sock"), free_port()
@@ -146,10 +190,13 @@ def measure(name: str, python: str, duration: float, work: Path) -> float:
             tmp=tmp, upstream=upstream, port=port, keepalive=keepalive, **{"pass": PASS[protocol]}
         )
     )
-    env = child_env(DJANGO_SETTINGS_MODULE="testproject.settings", PYTHONPATH=str(PROJECT))
+    if app == "hello":
+        env = child_env(PYTHONPATH=str(REPO))
+    else:
+        env = child_env(DJANGO_SETTINGS_MODULE="testproject.settings", PYTHONPATH=str(PROJECT))
     server = ChildProcess(
-        ["taskset", "-c", "1", *server_argv(name, upstream, python)],
-        cwd=PROJECT,
+        ["taskset", "-c", "1", *server_argv(name, upstream, python, app)],
+        cwd=REPO if app == "hello" else PROJECT,
         env=env,
         log_path=work / f"{name}.log",
     )
@@ -160,20 +207,23 @@ def measure(name: str, python: str, duration: float, work: Path) -> float:
         log_path=work / f"{name}-nginx.log",
     )
     try:
-        wait_ready(port, server, nginx)
-        url = f"http://127.0.0.1:{port}/json"
+        target = APPS[app][0]
+        wait_ready(port, server, nginx, target=target)
+        url = f"http://127.0.0.1:{port}{target}"
         wrk = ["taskset", "-c", "0", "wrk", "-t1", "-c64", "--timeout", "10s"]
         subprocess.run([*wrk, "-d1", url], capture_output=True, check=True, timeout=60)
+        cpu_before = session_cpu_s(server.pid)
         result = subprocess.run(
             [*wrk, f"-d{duration:g}", url], capture_output=True, check=True, timeout=120
         )
+        cpu_s = session_cpu_s(server.pid) - cpu_before
         output = result.stdout.decode()
         if "Non-2xx" in output or "Socket errors" in output:
             print(f"  {name}: {output.strip().splitlines()[-3:]}", flush=True)
-        match = _RPS.search(output)
-        if match is None:
+        match, count = _RPS.search(output), _REQUESTS.search(output)
+        if match is None or count is None:
             raise RuntimeError(output)
-        return float(match.group(1))
+        return float(match.group(1)), cpu_s * 1e6 / max(1, int(count.group(1)))
     finally:
         nginx.stop()
         server.stop()
@@ -186,6 +236,9 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--python", default=sys.executable, help="the project's interpreter")
     parser.add_argument("--output", type=Path, help="also write the report here (Markdown)")
+    parser.add_argument(
+        "--app", choices=tuple(APPS), default="json", help="testproject /json, or plain hello"
+    )
     args = parser.parse_args()
     python = os.path.abspath(args.python)
     if not os.access(NGINX, os.X_OK):
@@ -201,13 +254,17 @@ def main() -> int:
     for name, why in unusable.items():
         print(f"skipping {name}: {why}", flush=True)
     names = [name for name in args.servers if name not in unusable]
-    runs: dict[str, list[float]] = {name: [] for name in names}
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
     try:
         for index in range(args.repeat):
             order = names[index % len(names) :] + names[: index % len(names)]
             for name in order:
-                runs[name].append(measure(name, python, args.duration, work))
-                print(f"  run {index + 1}: {name} {runs[name][-1]:,.0f} req/s", flush=True)
+                rate, cpu_us = measure(name, python, args.duration, work, args.app)
+                runs[name].append((rate, cpu_us))
+                print(
+                    f"  run {index + 1}: {name} {rate:,.0f} req/s, {cpu_us:.1f} us CPU/request",
+                    flush=True,
+                )
     finally:
         stop_all()
     report = render(runs, names, args)
@@ -218,27 +275,39 @@ def main() -> int:
     return 0
 
 
-def render(runs: dict[str, list[float]], names: list[str], args: argparse.Namespace) -> str:
+def render(
+    runs: dict[str, list[tuple[float, float]]], names: list[str], args: argparse.Namespace
+) -> str:
     """The Markdown report: how it was run, then one row per server."""
-    reference = statistics.median(runs["uwsgi"]) if runs.get("uwsgi") else None
+    rates = {name: [rate for rate, _ in runs[name]] for name in names}
+    reference = statistics.median(rates["uwsgi"]) if rates.get("uwsgi") else None
     nginx = subprocess.run([NGINX, "-v"], capture_output=True, text=True).stderr.strip()
+    path = APPS[args.app][0]
+    what = "testproject `/json`" if args.app == "json" else "the plain WSGI hello app"
+    options = "" if args.app == "json" else " --app hello"
     lines = [
         "# Behind nginx: HTTP, uwsgi and FastCGI",
         "",
-        f"`benchmarks/protocols.py --repeat {args.repeat} --duration {args.duration:g}`, "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, "
-        f"Python {sys.version.split()[0]}, {nginx.replace('nginx version: ', '')}. "
-        "testproject `/json`, one worker with 8 threads on CPU 1; nginx and wrk (64 "
-        "keep-alive connections) on CPU 0; medians of interleaved runs.",
+        f"`benchmarks/protocols.py --repeat {args.repeat} --duration {args.duration:g}"
+        f"{options}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
+        f"{nginx.replace('nginx version: ', '')}. {what}, one worker with 8 threads on CPU 1; "
+        "nginx and wrk (64 keep-alive connections) on CPU 0; medians of interleaved runs. "
+        "CPU/request: user + system time of the server's processes over the measured run, "
+        "divided by the requests answered.",
         "",
-        "| server | nginx to it | /json req/s (median) | vs uWSGI | runs |",
-        "|---|---|---|---|---|",
+        f"| server | nginx to it | {path} req/s (median) | vs uWSGI | CPU us/request "
+        "(median) | runs (req/s) |",
+        "|---|---|---|---|---|---|",
     ]
     for name in names:
-        median = statistics.median(runs[name])
+        median = statistics.median(rates[name])
+        cpu = statistics.median(cpu_us for _, cpu_us in runs[name])
         ratio = f"{median / reference:.2f}" if reference else "-"
-        all_runs = ", ".join(f"{rate:,.0f}" for rate in runs[name])
-        lines.append(f"| {name} | {SERVERS[name][0]} | {median:,.0f} | {ratio} | {all_runs} |")
+        all_runs = ", ".join(f"{rate:,.0f}" for rate in rates[name])
+        lines.append(
+            f"| {name} | {SERVERS[name][0]} | {median:,.0f} | {ratio} | {cpu:.0f} | {all_runs} |"
+        )
     return "\n".join(lines) + "\n"
 
 

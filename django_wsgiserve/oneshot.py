@@ -103,13 +103,16 @@ class OneShotAcceptor:
         self._dispatcher = dispatcher
         self._get_date = get_date
         self._threads = threads
-        # Semaphore mode: each submit adds one, each woken thread takes one.
+        # Semaphore mode: each submit adds one, each woken thread takes one. It and the
+        # threads' epolls live as long as the worker process (the pool's threads are daemons).
         self._jobs_ready = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC | os.EFD_SEMAPHORE)
         self._is_accepting = True
         self._lock = threading.Lock()
         self._pollers: list[select.epoll] = []  # each thread's, made on its first wait
         self._local = threading.local()
-        self._send_timeout = struct.pack("ll", int(context.limits.write_timeout), 0)
+        # SO_SNDTIMEO is a struct timeval: seconds and microseconds (0, 0 would never time out).
+        seconds, fraction = divmod(max(context.limits.write_timeout, 0.001), 1.0)
+        self._send_timeout = struct.pack("ll", int(seconds), int(fraction * 1_000_000))
 
     # -- any thread ---------------------------------------------------------------------------
 
@@ -130,11 +133,6 @@ class OneShotAcceptor:
                 for fd in self._listeners:
                     with contextlib.suppress(OSError):
                         poller.unregister(fd)
-
-    def close(self) -> None:
-        """Release the eventfd (after the pool's threads have stopped)."""
-        with contextlib.suppress(OSError):
-            os.close(self._jobs_ready)
 
     # -- pool threads -------------------------------------------------------------------------
 

@@ -192,3 +192,30 @@ def test_sigterm_lets_a_request_running_in_an_accepting_thread_finish(tmp_path: 
     status, body = split_response(answers[0])
     assert status == b"HTTP/1.1 200 OK"
     assert body == b"slept 1.5"
+
+
+def test_a_peer_that_stops_reading_frees_its_thread_after_the_write_timeout(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "big.bin").write_bytes(bytes(64) * 100_000)  # 6.4 MB: more than the buffers
+    path = str(tmp_path / "app.sock")
+    one_thread = ["--bind", f"uwsgi:unix:{path}", "--workers", "1", "--threads", "1"]
+    server = LiveServer(
+        log_path=tmp_path / "server.log",
+        # Below a second: SO_SNDTIMEO takes the microseconds too.
+        args=[*one_thread, "--write-timeout", "0.5"],
+        env={"WSGISERVE_TEST_FILES_DIR": str(tmp_path)},
+        binds_itself=True,
+    )
+    server.start()
+    front = UwsgiServer(server, path)
+    try:
+        with front.connect() as stalled:
+            stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            stalled.sendall(request("GET", "/file_wrapper/", query="path=big.bin"))
+            # The only thread is blocked sending to a peer that reads nothing, until the
+            # write timeout frees it: then the next request is answered.
+            status, _ = split_response(front.exchange(request("GET", "/hello")))
+            assert status == b"HTTP/1.1 200 OK"
+    finally:
+        assert server.stop() == 0, server.log()

@@ -25,6 +25,7 @@ from django_wsgiserve.accesslog import (
     default_logging_config,
     escape,
 )
+from django_wsgiserve.http.events import Request
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = 971186136.25  # 10/Oct/2000:13:55:36 UTC
@@ -383,3 +384,37 @@ def test_a_project_logging_handler_still_gets_every_line():
     access_log.flush()
     assert len(received) == 3
     assert received[0].status_code == 200  # the structured fields are there too
+
+
+@pytest.mark.parametrize("log_format", accesslog.FORMATS)
+@pytest.mark.parametrize("colour", [False, True], ids=["plain", "colour"])
+def test_direct_line_of_a_parsed_request_is_the_logging_paths_line(log_format, colour):
+    """log_request() builds the default configuration's line itself: the same bytes as the
+    logging path writes for the same request."""
+    direct_stream, logging_stream = _CountingStream(), _CountingStream()
+    direct_handler = BufferedStreamHandler(direct_stream)
+    direct = _configured_logger(f"request-direct-{log_format}", direct_handler, colour=colour)
+    plain = _configured_logger(
+        f"request-plain-{log_format}", logging.StreamHandler(logging_stream), colour=colour
+    )
+    plain.addFilter(lambda record: True)  # not eligible: logger.info
+    request = Request(
+        method=b"GET",
+        target=b'/a"b\x1b[2J?q=\xe9',
+        path=b'/a"b\x1b[2J',
+        query=b"q=\xe9",
+        http_version=b"1.0",
+        headers=((b"host", b"x"), (b"referer", b"http://r/\\"), (b"user-agent", b"ua\tx")),
+        content_length=None,
+        is_chunked=False,
+        keep_alive=False,
+        expect_continue=False,
+        host=b"x",
+    )
+    for logger in (direct, plain):
+        AccessLog(format=log_format, logger=logger, clock=lambda: NOW).log_request(
+            request, peer="192.0.2.1", status_code=404, bytes_sent=0, request_time_s=0.25
+        )
+    direct_handler.flush()
+    assert direct_stream.text == logging_stream.text
+    assert direct_stream.text.count("\n") == 1

@@ -45,7 +45,7 @@ from .errors import ApplicationError, ClientDisconnectedError
 from .http import grammar
 from .http.events import Request
 from .http.framing import choose_framing
-from .http.writer import append_header_lines
+from .http.writer import append_header_lines, plain_text
 from .wsgi import RequestCycle
 
 if TYPE_CHECKING:
@@ -106,29 +106,17 @@ class CGIHeadWriter:
         parts.append("\r\n")
         return "".join(parts).encode("latin-1")
 
-    def error_response(self, *, status_code: int, reason: str, body: bytes | None = None) -> bytes:
+    def error_response(
+        self,
+        *,
+        status_code: int,
+        reason: str,
+        body: bytes | None = None,
+        extra_headers: tuple[tuple[str, str], ...] = (),
+    ) -> bytes:
         """A complete short plain-text response."""
-        return plain_response(self, status_code, reason, body=body)
-
-
-def plain_response(
-    writer: HeadWriter,
-    status_code: int,
-    reason: str,
-    *,
-    body: bytes | None = None,
-    extra_headers: tuple[tuple[str, str], ...] = (),
-) -> bytes:
-    """A short plain-text response made with ``writer`` (errors the server makes itself)."""
-    status = f"{status_code} {reason}"
-    if body is None:
-        body = f"{status}\n".encode()
-    headers = [
-        ("Content-Type", "text/plain; charset=utf-8"),
-        ("Content-Length", str(len(body))),
-        *extra_headers,
-    ]
-    return writer.head(status=status, headers=headers) + body
+        status, headers, body = plain_text(status_code, reason, body, extra_headers)
+        return self.head(status=status, headers=headers) + body
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,7 +53,7 @@ from .errors import (
     UnsupportedTransferCodingError,
 )
 from .fastcgi import FastCGIConnection, RequestAborted
-from .gateway import CGIHeadWriter, GatewayRequest, plain_response, request_view
+from .gateway import CGIHeadWriter, GatewayRequest, request_view
 from .http.cgi import CGIRequest
 from .http.events import NEED_DATA, ConnectionClosed, Data, EndOfMessage
 from .http.framing import Framing, choose_framing
@@ -301,13 +301,17 @@ class UwsgiConnection(GatewayConnection):
     ) -> bytes:
         if self._variables is None:
             return b""  # no complete packet: nothing nginx could relay; it answers 502
-        return plain_response(_UWSGI_WRITER, status_code, reason, extra_headers=extra_headers)
+        return _UWSGI_WRITER.error_response(
+            status_code=status_code, reason=reason, extra_headers=extra_headers
+        )
 
     def _refuse(self, exc: ProtocolError) -> None:
         if isinstance(exc, _UWSGI_ANSWERED):
             # The packet was read whole: nginx relays our 4xx to its client. A malformed
             # packet gets no answer (nginx answers 502).
-            self.send_from_loop(plain_response(_UWSGI_WRITER, exc.status_code, exc.reason))
+            self.send_from_loop(
+                _UWSGI_WRITER.error_response(status_code=exc.status_code, reason=exc.reason)
+            )
         self.after_response(keep_alive=False)
 
     def _on_aborted(self) -> bool:

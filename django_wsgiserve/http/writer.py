@@ -27,7 +27,7 @@ from django_wsgiserve.http.framing import Framing, has_no_content
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-__all__ = ["LAST_CHUNK", "ResponseWriter", "append_header_lines", "encode_chunk"]
+__all__ = ["LAST_CHUNK", "ResponseWriter", "append_header_lines", "encode_chunk", "plain_text"]
 
 # RFC 9112 §7.1: last-chunk = 1*("0") CRLF, then an empty trailer section and CRLF.
 LAST_CHUNK: bytes = b"0\r\n\r\n"
@@ -213,3 +213,22 @@ def append_header_lines(
         # Not a list of (str, str) pairs: bytes, None, or tuples of the wrong length.
         raise ApplicationError(f"response headers must be (str, str) pairs: {exc}") from exc
     return has_date, has_server
+
+
+def plain_text(
+    status_code: int,
+    reason: str,
+    body: bytes | None = None,
+    extra_headers: tuple[tuple[str, str], ...] = (),
+) -> tuple[str, list[tuple[str, str]], bytes]:
+    """The status, headers and body of a short plain-text response the server makes itself
+    (an error), for a protocol's own ``head()`` (uwsgi, FastCGI's CGI head)."""
+    status = f"{status_code} {reason}"
+    if body is None:
+        body = f"{status}\n".encode()
+    headers = [
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("Content-Length", str(len(body))),
+        *extra_headers,
+    ]
+    return status, headers, body

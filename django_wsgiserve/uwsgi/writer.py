@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from django_wsgiserve.errors import ApplicationError
 from django_wsgiserve.http import grammar
-from django_wsgiserve.http.writer import append_header_lines
+from django_wsgiserve.http.writer import append_header_lines, plain_text
 
 __all__ = ["UwsgiResponseWriter"]
 
@@ -48,14 +48,15 @@ class UwsgiResponseWriter:
         parts.append("\r\n")
         return "".join(parts).encode("latin-1")
 
-    def error_response(self, *, status_code: int, reason: str, body: bytes | None = None) -> bytes:
+    def error_response(
+        self,
+        *,
+        status_code: int,
+        reason: str,
+        body: bytes | None = None,
+        extra_headers: tuple[tuple[str, str], ...] = (),
+    ) -> bytes:
         """Return a complete short plain-text response (a protocol error after the request
         was read, or a 500 before the application sent its head)."""
-        status = f"{status_code} {reason}"
-        if body is None:
-            body = f"{status}\n".encode()
-        headers = [
-            ("Content-Type", "text/plain; charset=utf-8"),
-            ("Content-Length", str(len(body))),
-        ]
+        status, headers, body = plain_text(status_code, reason, body, extra_headers)
         return self.head(status=status, headers=headers) + body

@@ -269,7 +269,10 @@ class ServerConfig:
     max_queued_requests: int = option(
         100,
         doc="Requests a worker holds waiting for a free application thread; beyond it new "
-        "requests get 503 Service Unavailable with Retry-After at once instead of waiting.",
+        "requests get 503 Service Unavailable with Retry-After at once instead of waiting. "
+        "(On a quiet worker a keep-alive connection's next request is read by a free thread "
+        "itself; once every thread has run the same request for a second, the loop reads "
+        "them again and this limit applies.)",
         group=_PROCESSES,
         minimum=0,
     )

@@ -10,7 +10,17 @@ Design note: ownership moves, it is never shared.
   response itself with non-blocking sends through the ``OutputQueue`` (``outbox.py``), which
   keeps what would block for the loop to flush. Meanwhile the loop may still read (pipelined
   requests, or EOF) into the parser, up to ``PIPELINE_READ_LIMIT`` bytes; not over TLS, where
-  an SSL object must not be read by the loop while a pool thread writes to it.
+  an SSL object must not be read by the loop while a pool thread writes to it, nor when the
+  connection is to be parked after its response.
+* Parked (``READING``, ``is_parked``): on a quiet worker, a plain HTTP keep-alive
+  connection whose response went out whole waits for its next request in the pool threads'
+  epoll instead of the loop's (``parking.py``); the thread that finds it readable reads it
+  and, when it holds one whole request that is not a static file, runs it at once
+  (``serve_parked``), without the loop. Anything else goes back to the loop, which carries on
+  with the bytes already read. The loop stops reading such a connection when it dispatches
+  its request, and takes a parked connection back (``reclaim``) before applying its idle
+  deadline, when a drain begins, when it closes it, and when every thread is held by a slow
+  request.
 * ``FLUSHING``: the application is done but output remains; the loop writes it, then resumes
   reading or closes.
 * ``CLOSING``: our side is shut down (after a ``Connection: close`` response, an error, or an
@@ -28,8 +38,9 @@ the first bytes of a connection go to a ``ProxyHeaderParser`` before the HTTP pa
 anything: the header replaces ``peer``; a missing or malformed header, or one from a peer
 outside TRUSTED_PROXIES, closes the connection without an answer.
 
-``lock`` guards the state change from DISPATCHED, the output queue and the parser while a pool
-thread may look at them; everything else is touched by the owner only. ``OSError``s of reads
+``lock`` guards the state change from DISPATCHED, parking and taking back, the output queue
+and the parser while a pool thread may look at them; everything else is touched by the owner
+only. ``OSError``s of reads
 are translated here and those of writes in ``outbox.py``: a vanished peer becomes
 ``ClientDisconnectedError`` in the pool thread and a quiet close (logged at DEBUG) in the loop.
 """
@@ -66,6 +77,7 @@ __all__ = [
     "Dispatch",
     "EventLoop",
     "InputParser",
+    "Parking",
     "ResponseChannel",
 ]
 
@@ -112,6 +124,25 @@ class Dispatch(Protocol):
 
     def run_in_pool(self, job: Callable[[], None]) -> None: ...
 
+    def run_direct(
+        self, connection: Connection, request: Request, body: io.IOBase, body_size: int, now: float
+    ) -> None: ...
+
+
+class Parking(Protocol):
+    """Where a keep-alive connection waits for its next request outside the loop
+    (``parking.ParkedConnections``)."""
+
+    clock: Callable[[], float]
+
+    def park(self, connection: Connection) -> bool: ...
+
+    def hold(self, connection: Connection) -> bool: ...
+
+    def is_quiet(self, own: int) -> bool: ...
+
+    def forget(self, connection: Connection) -> None: ...
+
 
 class InputParser(Protocol):
     """What the connection machinery needs of a protocol's parser (HTTP's ``RequestParser``,
@@ -148,6 +179,7 @@ class Connection:
         "_input",
         "_is_handshaking",
         "_loop",
+        "_parking",
         "_parser",
         "_proxy_header",
         "_request",
@@ -156,6 +188,7 @@ class Connection:
         "deadline",
         "fd",
         "has_error",
+        "is_parked",
         "is_reading_enabled",
         "is_tls",
         "is_writing_enabled",
@@ -182,8 +215,11 @@ class Connection:
         dispatcher: Dispatch,
         template: EnvironTemplate,
         parser: InputParser | None = None,
+        parking: Parking | None = None,
     ) -> None:
-        """``parser``: another protocol's parser (``gateway.py``); HTTP's by default."""
+        """``parser``: another protocol's parser (``gateway.py``); HTTP's by default.
+        ``parking``: where the connection waits between requests, served by the pool threads
+        (``parking.py``); plain HTTP only."""
         limits = context.limits
         self.sock = sock
         self.fd = sock.fileno()
@@ -221,6 +257,8 @@ class Connection:
         self.after_flush = AfterFlush.NOTHING
         self.has_error = False
         self.sink = ResponseChannel(self, loop)
+        self._parking = None if self.is_tls else parking
+        self.is_parked = False  # watched by the parking, not the loop (lock held to change)
 
     # == loop thread ======================================================================
 
@@ -391,11 +429,31 @@ class Connection:
                 return send_static(self, request, response)
         self.state = ConnectionState.DISPATCHED
         self.deadline = None
-        if self.is_tls and self.is_reading_enabled:
-            # A pool thread writes to the SSL object now: the loop must not read from it.
+        if self.is_reading_enabled and (
+            self.is_tls
+            or (self._parking is not None and request.keep_alive and self._parking.is_quiet(0))
+        ):
+            # TLS: a pool thread writes to the SSL object now, the loop must not read from it.
+            # Parking: the pool thread that finishes the response parks the connection.
             self._loop.set_interest(self, read=False, write=self.is_writing_enabled)
         self._dispatcher.dispatch(self, request, body, body_size, self._loop.now)
         return False
+
+    def reclaim(self) -> None:
+        """Take a parked connection back: the loop reads it again (loop thread)."""
+        with self.lock:
+            if not self._unpark_locked():
+                return
+        self.process()  # nothing is buffered: this watches the socket for reading
+
+    def _unpark_locked(self) -> bool:
+        """Stop the parking's watch (loop thread, lock held); True when it was parked."""
+        if not self.is_parked:
+            return False
+        self.is_parked = False
+        assert self._parking is not None
+        self._parking.forget(self)
+        return True
 
     def send_from_loop(self, data: bytes) -> None:
         """Send a small response the loop made itself (100 Continue, errors); loop thread."""
@@ -445,6 +503,7 @@ class Connection:
             with self.lock:
                 if self.state is not ConnectionState.READING:
                     return False  # a pool thread just handed it back; its deadline is fresh
+                self._unpark_locked()  # the loop applies the deadline, so it owns it again
             if self.is_idle:
                 self.linger()  # a request sent just now gets a FIN, not a reset
                 return True
@@ -521,6 +580,7 @@ class Connection:
         if self.state is ConnectionState.CLOSED:
             return
         with self.lock:
+            self._unpark_locked()
             self.state = ConnectionState.CLOSED
             self.has_error = True
             self.writable.notify_all()
@@ -529,6 +589,122 @@ class Connection:
         self._loop.forget(self)
         with contextlib.suppress(OSError):
             self.sock.close()
+
+    # == a pool thread, parked connections (parking.py) ====================================
+
+    def serve_parked(self) -> None:
+        """The parked connection is readable: read, and serve the request here when it came
+        whole; give anything else to the loop (pool thread)."""
+        with self.lock:
+            if not self.is_parked:
+                return  # the loop took it back meanwhile
+            self.is_parked = False
+            self.state = ConnectionState.DISPATCHED
+            self.deadline = None
+        try:
+            data = self.sock.recv(RECV_BYTES)
+        except WOULD_BLOCK:
+            data = None  # woken for nothing: wait again
+        except OSError as exc:
+            logger.debug("Read from %s failed: %s", self.peer[0], exc)
+            self._to_loop(self.close)
+            return
+        if data is None:
+            with self.lock:
+                if self._park_locked(hold=False):
+                    return
+            self._to_loop(self.process)
+            return
+        assert self._parking is not None
+        started = self._parking.clock()
+        parser = self._parser
+        if data:
+            parser.feed(data)
+        else:
+            self.peer_closed = True
+            parser.feed_eof()
+        request = self._request
+        while True:
+            try:
+                event = parser.next_event()
+            except ProtocolError:
+                self._to_loop(self.process)  # the parser raises it again there
+                return
+            event_type = type(event)
+            if event_type is Request:
+                request = self._request = event  # type: ignore[assignment]
+                if request.expect_continue:  # type: ignore[union-attr]
+                    self._to_loop(self._continue_and_go_on)  # 100 Continue: the loop's
+                    return
+            elif event_type is Data:
+                self._body.add(event.data)  # type: ignore[union-attr]
+            elif event_type is EndOfMessage:
+                break
+            else:  # NEED_DATA: the rest comes later, the loop waits for it; ConnectionClosed
+                self._to_loop(self.process)
+                return
+        assert request is not None
+        static = self.context.static
+        if static is not None and request.path.startswith(static.prefixes):
+            self._to_loop(self._dispatch_and_go_on)  # sent by the loop, with sendfile
+            return
+        self._request = None
+        body, body_size = self._body.take()
+        self._dispatcher.run_direct(self, request, body, body_size, started)
+
+    def _to_loop(self, then: Callable[[], object]) -> None:
+        """Give the connection back to the loop, which goes on with ``then`` (pool thread)."""
+
+        def adopt() -> None:
+            with self.lock:
+                if self.state is ConnectionState.CLOSED:
+                    return
+                self.state = ConnectionState.READING
+            then()
+
+        self._loop.call_soon_threadsafe(adopt)
+
+    def _continue_and_go_on(self) -> None:
+        """A request head with ``Expect: 100-continue`` read by a pool thread (loop thread)."""
+        assert self._request is not None
+        self._start_request(self._request)
+        self.process()
+
+    def _dispatch_and_go_on(self) -> None:
+        """A complete request read by a pool thread, for the loop to answer (loop thread)."""
+        if self._dispatch():
+            self.process()
+
+    def _park_locked(self, *, hold: bool) -> bool:
+        """Park the connection until its next request, if it can be (lock held): plain HTTP,
+        the peer still there, nothing buffered, the loop not watching it. ``hold``: this
+        thread looks for the next request first (``parking.py``), else the epoll watches."""
+        parking = self._parking
+        if (
+            parking is None
+            or self.peer_closed
+            or self.is_reading_enabled
+            or self._input.buffered_bytes
+            or not (parking.hold(self) if hold else parking.park(self))
+        ):
+            return False
+        self.deadline = parking.clock() + self._loop.idle_timeout
+        self.state = ConnectionState.READING
+        self.is_parked = True
+        return True
+
+    def watch_parked(self) -> None:
+        """A connection this thread held (``parking.py``): let the epoll watch it, or give it
+        to the loop if connections are not parked any more (pool thread)."""
+        with self.lock:
+            if not self.is_parked:
+                return  # the loop took it back meanwhile
+            assert self._parking is not None
+            if self._parking.park(self):
+                return
+            self.is_parked = False
+            self.state = ConnectionState.DISPATCHED  # until the loop adopts it
+        self._to_loop(self.process)
 
     # == either thread, lock held ==========================================================
 
@@ -612,6 +788,8 @@ class ResponseChannel:
                 connection.after_flush = after
                 connection.state = ConnectionState.FLUSHING
                 return
+            if after is AfterFlush.RESUME and connection._park_locked(hold=True):
+                return  # a pool thread reads the next request (parking.py)
             if after is AfterFlush.RESUME and connection.is_reading_quietly:
                 # Fast path: nothing to parse and the loop is already watching the socket,
                 # so there is no need to wake the loop. Deadline first: the loop reads state.

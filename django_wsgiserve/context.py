@@ -4,17 +4,18 @@ Design note. A connection needs plain limits, the response writer, the static fi
 access log, the trusted proxies and the worker's counters. They are gathered here once, from
 the ``ServerConfig``, into a frozen object every connection holds a reference to, instead of
 reaching into the loop for each of them. ``WorkerStats`` is the one mutable member: counters
-updated without a lock (see its docstring).
+updated by the loop and the pool threads (see its docstring).
 
 Also here: ``StaticResponse``, the answer of the static table (static.py builds them from
 whitenoise's table, the connection sends them), and ``StaticResponder``, what a connection
 needs of that table.
 
-Never imports Django, sockets or threads.
+Never imports Django or sockets; threads only for the request count's lock.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -64,20 +65,37 @@ class Limits:
 
 
 class WorkerStats:
-    """Per-worker counters. Updated without a lock by the loop and pool threads, so exact only
-    while one thread updates a counter at a time: for tests and debugging, not accounting
-    (``requests`` is only updated by the loop thread)."""
+    """Per-worker counters. ``requests`` is exact (``count_request``, under a lock: the loop
+    and the pool threads all count); the others are updated without a lock by whichever
+    thread sends, so exact only while one thread sends at a time: for tests and debugging,
+    not accounting."""
 
-    __slots__ = ("requests", "sendfile_bytes", "sendfile_calls", "static_responses")
+    __slots__ = (
+        "_lock",
+        "parked_requests",
+        "requests",
+        "sendfile_bytes",
+        "sendfile_calls",
+        "static_responses",
+    )
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()
         self.requests = 0  # dispatched to the application or answered from the static table
+        self.parked_requests = 0  # of which read and run by a pool thread (parking.py)
         self.sendfile_calls = 0
         self.sendfile_bytes = 0
         self.static_responses = 0
 
+    def count_request(self, *, parked: bool = False) -> None:
+        """One more request; ``parked``: read by the pool thread that runs it (any thread)."""
+        with self._lock:
+            self.requests += 1
+            if parked:
+                self.parked_requests += 1
+
     def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        return {name: getattr(self, name) for name in self.__slots__ if name != "_lock"}
 
 
 class StaticResponse:

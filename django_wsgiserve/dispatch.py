@@ -90,7 +90,6 @@ class Dispatcher:
         self._overload_logged_at = -_OVERLOAD_LOG_INTERVAL_S
         # Requests running in pool threads: thread ident -> (method, target, start time).
         self.in_flight: dict[int, tuple[bytes, bytes, float]] = {}
-        self._count_lock = threading.Lock()
 
     def dispatch(
         self,
@@ -108,13 +107,22 @@ class Dispatcher:
             body.close()
             self._reject_overloaded(connection, now)
             return
-        self._context.stats.requests += 1
+        self._context.stats.count_request()
         keep_alive = request.keep_alive and self._is_keepalive_allowed()
 
         def run_request() -> None:
             self._run(connection, request, gateway, body, body_size, keep_alive, now)
 
         self._pool.submit(run_request)
+
+    def run_direct(
+        self, connection: Connection, request: Request, body: io.IOBase, body_size: int, now: float
+    ) -> None:
+        """Run the request of a parked connection in this pool thread, which read it
+        (``parking.py``): no queue, no 503 (pool thread)."""
+        self._context.stats.count_request(parked=True)
+        keep_alive = request.keep_alive and self._is_keepalive_allowed()
+        self._run(connection, request, None, body, body_size, keep_alive, now)
 
     def run_here(
         self,
@@ -128,8 +136,7 @@ class Dispatcher:
         """Run a one-shot uwsgi request in this pool thread, which accepted its connection
         (``oneshot.py``); ``connection`` has the ``peer``, ``template`` and ``sink`` the cycle
         reads (pool thread)."""
-        with self._count_lock:  # other pool threads count too (the loop's count may race)
-            self._context.stats.requests += 1
+        self._context.stats.count_request()
         self._run(connection, request, gateway, body, body_size, False, now)
 
     def _run(

@@ -244,7 +244,7 @@ class GatewayConnection(Connection):
         self, request: Request, response: StaticResponse, count: int, started: float
     ) -> None:
         context = self.context
-        context.stats.requests += 1
+        context.stats.count_request()
         context.stats.static_responses += 1
         self.requests_served += 1
         if context.access_log is not None:

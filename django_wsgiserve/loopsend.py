@@ -88,7 +88,7 @@ def send_static(connection: LoopResponder, request: Request, response: StaticRes
     parsed at once (loop thread)."""
     context = connection.context
     started = time.monotonic()
-    context.stats.requests += 1
+    context.stats.count_request()
     context.stats.static_responses += 1
     connection.requests_served += 1
     framing, keep_alive = choose_framing(

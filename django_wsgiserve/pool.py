@@ -86,6 +86,11 @@ class ThreadPool:
         return self._submitted - self._finished
 
     @property
+    def queued(self) -> int:
+        """Jobs waiting for a thread (any thread)."""
+        return self._jobs.qsize()
+
+    @property
     def busy(self) -> int:
         """How many threads are running a job right now (approximate)."""
         return self._busy

@@ -25,6 +25,7 @@ from .dispatch import Dispatcher, environ_template
 from .gatewayconn import FastCGIPeerConnection, UwsgiConnection
 from .loop import Loop
 from .oneshot import OneShotAcceptor, OneShotListener
+from .parking import SATURATED_S, ParkedConnections
 from .protocols import ListenerProtocol, protocol_of
 
 if TYPE_CHECKING:
@@ -65,13 +66,37 @@ def build_server(
     on_drain: Callable[[], None] | None = None,
     share: WorkerShare | None = None,
     metrics: WorkerMetrics | None = None,
-    accept_in_threads: bool = False,
+    serve_in_threads: bool = False,
     scoreboard: WorkerScoreboard | None = None,
 ) -> WorkerServer:
-    """Build a worker's serving parts for ``listeners``; see the module notes."""
+    """Build a worker's serving parts for ``listeners``; see the module notes.
+    ``serve_in_threads``: the pool's threads may read and accept themselves (a real pool;
+    ``oneshot.py``, ``parking.py``)."""
     context = WorkerContext.from_config(
         config, access_log=access_log, static=static, metrics=metrics, scoreboard=scoreboard
     )
+    # uwsgi everywhere: the pool threads accept and serve (oneshot.py).
+    one_shot: list[OneShotListener] | None = (
+        []
+        if serve_in_threads
+        and listeners
+        and not context.is_proxy_protocol
+        and all(protocol_of(sock) is ListenerProtocol.UWSGI for sock in listeners)
+        else None
+    )
+    # Otherwise the pool threads serve the parked keep-alive HTTP connections (parking.py).
+    parking = (
+        ParkedConnections(
+            # Running or waiting: set before any request comes (the dispatcher is made below).
+            load=lambda: pool.queued + len(dispatcher.in_flight),
+            clock=clock,
+            on_idle=access_log.flush if access_log is not None else None,
+        )
+        if serve_in_threads and one_shot is None
+        else None
+    )
+    if parking is not None:
+        on_tick = _reclaiming_when_saturated(parking, pool, lambda: dispatcher, on_tick)
     loop = Loop(
         config=config,
         pool=pool,
@@ -94,15 +119,6 @@ def build_server(
     )
     # CERTFILE: every listener speaks TLS (the command has checked the files already).
     tls_context = tls.server_context(config.certfile, config.keyfile) if config.certfile else None
-    # uwsgi everywhere: the pool threads accept and serve (oneshot.py).
-    one_shot: list[OneShotListener] | None = (
-        []
-        if accept_in_threads
-        and listeners
-        and not context.is_proxy_protocol
-        and all(protocol_of(sock) is ListenerProtocol.UWSGI for sock in listeners)
-        else None
-    )
     for sock in listeners:
         template = environ_template(sock, config, multiprocess=multiprocess, stats=context.stats)
         is_unix = sock.family == socket.AF_UNIX
@@ -132,7 +148,13 @@ def build_server(
                     client, server_side=True, do_handshake_on_connect=False
                 )
             return Connection(
-                client, peer, loop=loop, context=context, dispatcher=dispatcher, template=template
+                client,
+                peer,
+                loop=loop,
+                context=context,
+                dispatcher=dispatcher,
+                template=template,
+                parking=parking,
             )
 
         loop.add_listener(sock, make_connection)
@@ -146,7 +168,30 @@ def build_server(
         )
         pool.set_work_source(acceptor)
         loop.call_before_drain(acceptor.pause)
+    elif parking is not None:
+        pool.set_work_source(parking)
+        loop.call_before_drain(parking.stop)
     return WorkerServer(loop=loop, dispatcher=dispatcher, context=context)
+
+
+def _reclaiming_when_saturated(
+    parking: ParkedConnections,
+    pool: ThreadPool,
+    get_dispatcher: Callable[[], Dispatcher],
+    on_tick: Callable[[float], None] | None,
+) -> Callable[[float], None]:
+    """The worker's tick, first taking the parked connections back to the loop when every
+    thread has been running the same request for SATURATED_S or more (``parking.py``)."""
+
+    def tick(now: float) -> None:
+        if pool.busy >= pool.size:
+            started = [entry[2] for entry in list(get_dispatcher().in_flight.values())]
+            if len(started) >= pool.size and max(started) <= now - SATURATED_S:
+                parking.reclaim_all()
+        if on_tick is not None:
+            on_tick(now)
+
+    return tick
 
 
 def _hand_over(

@@ -147,7 +147,7 @@ def serve(
         static=static,  # static.build_static_table(), built once before fork
         share=share,
         metrics=metrics,
-        accept_in_threads=True,
+        serve_in_threads=True,
         scoreboard=scoreboard,
     )
     loop = server.loop

@@ -37,6 +37,7 @@ from . import (
     raises,
     sleepy,
     spin,
+    stats,
     stream,
     write_callable,
 )
@@ -62,6 +63,7 @@ RAW_APPS: dict[str, WSGIApplication] = {
     "raises": raises.application,
     "sleepy": sleepy.application,
     "spin": spin.application,
+    "stats": stats.application,
     "stream": stream.application,
     "write_callable": write_callable.application,
 }

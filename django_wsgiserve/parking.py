@@ -1,0 +1,217 @@
+"""Parked keep-alive connections, read and served by the pool thread that finds them readable.
+
+Design note. Through the loop, the next request of a keep-alive connection costs two thread
+hand-offs: the loop wakes up, reads and parses it, queues it; a pool thread wakes up and runs
+it. On one core each hand-off is a context switch and a pass of the GIL: measured with one
+connection at a time (the latency-bound case), a plain WSGI app took five voluntary and three
+involuntary switches per request, and the switches cost more CPU than the request itself.
+uWSGI's threads read and answer a request themselves, with no hand-off at all.
+
+So a plain HTTP connection (no TLS, PROXY header read) whose response has gone out whole, with
+nothing buffered behind it, is *parked* by the pool thread that finished it instead of going
+back to the loop: registered in one epoll shared by the idle pool threads, with
+``EPOLLONESHOT``, so exactly one thread wakes when the next request arrives. That thread reads
+it, and when what it read is one whole request that is not a static file it runs the
+application and sends the response itself (``Connection.serve_parked``), then parks the
+connection again: one wake-up and no hand-off per request. Anything else (a request not
+complete in one read, a body still coming, ``Expect: 100-continue``, a bad request, the EOF, a
+static file) goes to the loop, which goes on exactly as if it had read those bytes itself, so
+a slow or hostile client still never holds a thread.
+
+The loop keeps owning everything else: the connection stays in its table, and its tick
+applies the idle deadline (``Connection.check_deadline`` takes a parked connection back
+first). When a drain begins the loop takes every parked connection back and no connection is
+parked again, so a drain runs as it always did. When every thread has been busy with
+the same requests for ``SATURATED_S`` (a slow application), the loop takes the parked
+connections back too: their next requests then wait in the loop's queue, where
+MAX_QUEUED_REQUESTS answers the excess with 503, rather than unseen in the kernel.
+
+The same epoll carries the job queue's eventfd (semaphore mode, one count per job, also
+one-shot and re-armed by the thread that took a count), so an idle thread waits for a queued
+job and for a parked connection at once (``pool.WorkSource``). Before it blocks, a thread
+with nothing left to do writes the access log lines kept so far (``on_idle``), so a line
+lands when its worker goes quiet rather than at the loop's next tick.
+
+Threads: ``wait_for_work`` in pool threads; ``park`` by the pool thread that finished a
+response, under the connection's lock; ``forget``, ``reclaim_all`` and ``stop`` by the loop
+thread; ``wake`` by any thread. Imports only the stdlib.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import select
+import threading
+import time
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .pool import Jobs
+
+__all__ = ["SATURATED_S", "Parkable", "ParkedConnections"]
+
+# Every thread busy, each with a request older than this: the loop takes the parked
+# connections back (see the notes).
+SATURATED_S = 1.0
+_ARMED = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLONESHOT
+
+
+class Parkable(Protocol):
+    """A connection as the parking sees it (``connection.Connection``)."""
+
+    fd: int
+
+    def serve_parked(self) -> None:
+        """Read and serve the request that made it readable (pool thread)."""
+
+    def watch_parked(self) -> None:
+        """Let the epoll watch it, if still parked (pool thread)."""
+
+    def reclaim(self) -> None:
+        """Go back to the loop if still parked (loop thread)."""
+
+
+class ParkedConnections:
+    """The idle pool threads' wait for work: a queued job, or a parked connection that has
+    become readable (see the notes)."""
+
+    def __init__(
+        self,
+        *,
+        load: Callable[[], int],
+        clock: Callable[[], float] = time.monotonic,
+        on_idle: Callable[[], None] | None = None,
+    ) -> None:
+        """``load``: the requests running or waiting for a thread."""
+        self.clock = clock
+        self._load = load
+        self._on_idle = on_idle
+        self._epoll = select.epoll()
+        self._jobs_ready = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC | os.EFD_SEMAPHORE)
+        self._epoll.register(self._jobs_ready, select.EPOLLIN | select.EPOLLONESHOT)
+        # fd -> connection, for every connection registered in the epoll (armed or not).
+        self._registered: dict[int, Parkable] = {}
+        self._lock = threading.Lock()
+        self._local = threading.local()  # each thread's held connection
+        self._is_parking = True
+
+    # -- any thread ---------------------------------------------------------------------------
+
+    def wake(self, count: int = 1) -> None:
+        """``count`` jobs were queued: let as many threads take one (any thread)."""
+        with contextlib.suppress(OSError):
+            for _ in range(count):
+                os.eventfd_write(self._jobs_ready, 1)
+
+    # -- pool threads -------------------------------------------------------------------------
+
+    def is_quiet(self, own: int) -> bool:
+        """Whether no request but the caller's ``own`` (0 or 1) runs or waits (any thread)."""
+        return self._load() <= own
+
+    def park(self, connection: Parkable) -> bool:
+        """Watch ``connection`` for its next request; False when connections are not parked
+        any more (a drain has begun). Called with the connection's lock held."""
+        fd = connection.fd
+        with self._lock:
+            if not self._is_parking:
+                return False
+            if self._registered.get(fd) is connection:
+                self._epoll.modify(fd, _ARMED)
+            else:
+                # A descriptor closed while registered left the epoll with its close.
+                self._forget_fd(fd)
+                self._registered[fd] = connection
+                self._epoll.register(fd, _ARMED)
+        return True
+
+    def hold(self, connection: Parkable) -> bool:
+        """Keep ``connection`` for this thread to look at first, when it next waits for work
+        (the thread that has just sent its response; the connection's lock held); False when
+        connections are not parked any more."""
+        if not self._is_parking or self._load() > 1:
+            return False  # under load the loop reads, many requests per turn (see the notes)
+        local = self._local
+        previous = getattr(local, "held", None)
+        local.held = connection
+        if previous is not None:
+            previous.watch_parked()  # one held at a time (a thread finishes one response)
+        return True
+
+    def wait_for_work(self, jobs: Jobs) -> tuple[Callable[[], None] | None, bool]:
+        """The next job of this thread: a queued one (True), or the serving of a parked
+        connection's request (False). Blocks (GIL released) while there is neither.
+
+        The connection this thread held (``hold``) comes last: a queued job or another
+        connection's request that is already there goes first, and the held one is then
+        watched by the epoll; with nothing else to do, this thread reads it itself, without
+        waking another thread or waiting in the epoll."""
+        local = self._local
+        held: Parkable | None = getattr(local, "held", None)
+        local.held = None
+        poll = self._epoll.poll
+        timeout = 0.0  # first look without waiting
+        while True:
+            if not jobs.empty():
+                try:
+                    job = jobs.get_nowait()
+                except queue.Empty:
+                    pass
+                else:
+                    if held is not None:
+                        held.watch_parked()
+                    return job, True
+            events = poll(timeout, 1)
+            if events:
+                fd = events[0][0]
+                if fd == self._jobs_ready:
+                    with contextlib.suppress(BlockingIOError):
+                        os.eventfd_read(self._jobs_ready)
+                    self._epoll.modify(self._jobs_ready, select.EPOLLIN | select.EPOLLONESHOT)
+                    continue
+                connection = self._registered.get(fd)
+                if connection is None:
+                    continue
+                if held is not None:
+                    held.watch_parked()
+                return connection.serve_parked, False
+            if held is not None:
+                return held.serve_parked, False
+            if self._on_idle is not None:
+                self._on_idle()  # only a thread going idle writes the log lines kept so far
+            timeout = -1.0
+
+    # -- the loop thread ----------------------------------------------------------------------
+
+    def forget(self, connection: Parkable) -> None:
+        """Stop watching ``connection`` (loop thread, the connection's lock held)."""
+        fd = connection.fd
+        with self._lock:
+            if self._registered.get(fd) is connection:
+                self._forget_fd(fd)
+
+    def reclaim_all(self) -> int:
+        """Give every parked connection back to the loop; return how many were registered
+        (loop thread)."""
+        with self._lock:
+            connections = list(self._registered.values())
+        for connection in connections:
+            connection.reclaim()
+        return len(connections)
+
+    def stop(self) -> None:
+        """Park no more and give every parked connection back (the loop, when a drain
+        begins)."""
+        with self._lock:
+            self._is_parking = False
+        self.reclaim_all()
+
+    def _forget_fd(self, fd: int) -> None:
+        """Lock held."""
+        if self._registered.pop(fd, None) is not None:
+            with contextlib.suppress(OSError):  # already closed: the kernel forgot it
+                self._epoll.unregister(fd)

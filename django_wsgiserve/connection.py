@@ -98,6 +98,7 @@ class EventLoop(Protocol):
     now: float
     date: bytes
     idle_timeout: float
+    turn_events: int
 
     @property
     def is_draining(self) -> bool: ...
@@ -431,7 +432,12 @@ class Connection:
         self.deadline = None
         if self.is_reading_enabled and (
             self.is_tls
-            or (self._parking is not None and request.keep_alive and self._parking.is_quiet(0))
+            or (
+                self._parking is not None
+                and request.keep_alive
+                and self._loop.turn_events == 1  # the loop has nothing else to read
+                and self._parking.is_quiet(0)
+            )
         ):
             # TLS: a pool thread writes to the SSL object now, the loop must not read from it.
             # Parking: the pool thread that finishes the response parks the connection.

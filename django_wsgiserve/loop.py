@@ -188,6 +188,8 @@ class Loop:
         # How long an idle keep-alive connection waits for its next request: KEEPALIVE_TIMEOUT,
         # shortened to DRAIN_KEEPALIVE_TIMEOUT once a drain begins.
         self.idle_timeout = config.keepalive_timeout
+        # How many events this turn of the loop handles: one, on a quiet worker.
+        self.turn_events = 0
         self._drain_idle_timeout = min(config.keepalive_timeout, config.drain_keepalive_timeout)
         self._max_connections = config.max_connections
         self._graceful_timeout = config.graceful_timeout
@@ -308,6 +310,7 @@ class Loop:
         # The wait may have lasted up to a tick: deadlines set now (a new connection's
         # HEADER_TIMEOUT) must count from the time the events came, not from before the wait.
         self.now = self._clock()
+        self.turn_events = len(events)
         for key, mask in events:
             handler = key.data
             if mask & selectors.EVENT_READ:

@@ -60,6 +60,10 @@ SATURATED_S = 1.0
 _ARMED = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLONESHOT
 
 
+def _poll() -> None:
+    """Queued for a thread blocked on the queue: come and watch the parked connections."""
+
+
 class Parkable(Protocol):
     """A connection as the parking sees it (``connection.Connection``)."""
 
@@ -95,27 +99,36 @@ class ParkedConnections:
         self._epoll.register(self._jobs_ready, select.EPOLLIN | select.EPOLLONESHOT)
         # fd -> connection, for every connection registered in the epoll (armed or not).
         self._registered: dict[int, Parkable] = {}
+        self._armed: set[int] = set()  # registered and waiting for their next request
         self._lock = threading.Lock()
         self._local = threading.local()  # each thread's held connection
         self._is_parking = True
+        self._lookers = 0  # threads in wait_for_work, not blocked on the queue
+        self._sleepers = 0  # of which waiting in the epoll (or about to)
+        self._is_poll_queued = False  # _POLL is in the queue
 
     # -- any thread ---------------------------------------------------------------------------
 
     def wake(self, count: int = 1) -> None:
-        """``count`` jobs were queued: let as many threads take one (any thread)."""
+        """``count`` jobs were queued (any thread). A thread blocked on the queue wakes by
+        itself; only one waiting in the epoll needs the eventfd, so a job queued while no
+        connection is parked costs no system call."""
+        if count == 1 and not self._sleepers:
+            return
         with contextlib.suppress(OSError):
             for _ in range(count):
                 os.eventfd_write(self._jobs_ready, 1)
-
-    # -- pool threads -------------------------------------------------------------------------
 
     def is_quiet(self, own: int) -> bool:
         """Whether no request but the caller's ``own`` (0 or 1) runs or waits (any thread)."""
         return self._load() <= own
 
+    # -- pool threads -------------------------------------------------------------------------
+
     def park(self, connection: Parkable) -> bool:
         """Watch ``connection`` for its next request; False when connections are not parked
-        any more (a drain has begun). Called with the connection's lock held."""
+        any more (a drain has begun). Called with the connection's lock held, by a pool
+        thread that goes on to ``wait_for_work`` (which sees that a thread must watch)."""
         fd = connection.fd
         with self._lock:
             if not self._is_parking:
@@ -127,12 +140,13 @@ class ParkedConnections:
                 self._forget_fd(fd)
                 self._registered[fd] = connection
                 self._epoll.register(fd, _ARMED)
+            self._armed.add(fd)
         return True
 
     def hold(self, connection: Parkable) -> bool:
         """Keep ``connection`` for this thread to look at first, when it next waits for work
         (the thread that has just sent its response; the connection's lock held); False when
-        connections are not parked any more."""
+        connections are not parked any more, or under load."""
         if not self._is_parking or self._load() > 1:
             return False  # under load the loop reads, many requests per turn (see the notes)
         local = self._local
@@ -146,15 +160,27 @@ class ParkedConnections:
         """The next job of this thread: a queued one (True), or the serving of a parked
         connection's request (False). Blocks (GIL released) while there is neither.
 
+        While connections are parked the thread waits in the epoll, which the queue wakes
+        through the eventfd; while none is, on the queue itself, the cheapest wake-up there
+        is. When a thread leaves with parked connections and no other thread looking, it
+        queues ``_POLL`` so that one of those blocked on the queue comes to watch them.
+
         The connection this thread held (``hold``) comes last: a queued job or another
         connection's request that is already there goes first, and the held one is then
         watched by the epoll; with nothing else to do, this thread reads it itself, without
         waking another thread or waiting in the epoll."""
         local = self._local
         held: Parkable | None = getattr(local, "held", None)
+        if held is None and not self._armed:
+            # Nothing parked (a busy worker: the loop reads): the plain queue.
+            job = jobs.get()
+            if job is not _poll:
+                return job, True
+            self._is_poll_queued = False
         local.held = None
         poll = self._epoll.poll
-        timeout = 0.0  # first look without waiting
+        asleep = False  # counted in _sleepers: the queue is looked at once more, then we wait
+        self._count(lookers=1)
         while True:
             if not jobs.empty():
                 try:
@@ -162,28 +188,68 @@ class ParkedConnections:
                 except queue.Empty:
                     pass
                 else:
-                    if held is not None:
-                        held.watch_parked()
+                    if asleep:
+                        self._count(sleepers=-1)
+                        asleep = False
+                    if job is _poll:
+                        self._is_poll_queued = False
+                        continue
+                    self._leave(held, jobs)
                     return job, True
-            events = poll(timeout, 1)
-            if events:
-                fd = events[0][0]
-                if fd == self._jobs_ready:
-                    with contextlib.suppress(BlockingIOError):
-                        os.eventfd_read(self._jobs_ready)
-                    self._epoll.modify(self._jobs_ready, select.EPOLLIN | select.EPOLLONESHOT)
-                    continue
-                connection = self._registered.get(fd)
-                if connection is None:
-                    continue
-                if held is not None:
-                    held.watch_parked()
-                return connection.serve_parked, False
+            if self._armed or asleep:
+                events = poll(-1.0 if asleep else 0.0, 1)
+                if asleep:
+                    self._count(sleepers=-1)
+                    asleep = False
+                if events:
+                    fd = events[0][0]
+                    if fd == self._jobs_ready:
+                        with contextlib.suppress(BlockingIOError):
+                            os.eventfd_read(self._jobs_ready)
+                        self._epoll.modify(self._jobs_ready, select.EPOLLIN | select.EPOLLONESHOT)
+                        continue
+                    with self._lock:
+                        self._armed.discard(fd)
+                        connection = self._registered.get(fd)
+                    if connection is None:
+                        continue
+                    self._leave(held, jobs)
+                    return connection.serve_parked, False
             if held is not None:
+                self._leave(None, jobs)
                 return held.serve_parked, False
             if self._on_idle is not None:
                 self._on_idle()  # only a thread going idle writes the log lines kept so far
-            timeout = -1.0
+            if self._armed:
+                # Counted before the queue's last look: a job queued after that look finds
+                # us counted and writes the eventfd (``wake``).
+                self._count(sleepers=1)
+                asleep = True
+                continue
+            self._count(lookers=-1)
+            job = jobs.get()
+            if job is not _poll:
+                return job, True
+            self._is_poll_queued = False
+            self._count(lookers=1)
+
+    def _leave(self, held: Parkable | None, jobs: Jobs) -> None:
+        """This thread stops looking, for a job or a connection: the epoll watches the one it
+        held, and a thread blocked on the queue takes over if nobody else looks."""
+        if held is not None:
+            held.watch_parked()
+        with self._lock:
+            self._lookers -= 1
+            wanted = bool(self._armed) and not self._lookers and not self._is_poll_queued
+            if wanted:
+                self._is_poll_queued = True
+        if wanted:
+            jobs.put(_poll)
+
+    def _count(self, *, lookers: int = 0, sleepers: int = 0) -> None:
+        with self._lock:
+            self._lookers += lookers
+            self._sleepers += sleepers
 
     # -- the loop thread ----------------------------------------------------------------------
 
@@ -212,6 +278,7 @@ class ParkedConnections:
 
     def _forget_fd(self, fd: int) -> None:
         """Lock held."""
+        self._armed.discard(fd)
         if self._registered.pop(fd, None) is not None:
             with contextlib.suppress(OSError):  # already closed: the kernel forgot it
                 self._epoll.unregister(fd)

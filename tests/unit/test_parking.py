@@ -24,6 +24,7 @@ class FakeConnection:
 
     def __init__(self, sock: socket.socket) -> None:
         self.fd = sock.fileno()
+        self.parking: ParkedConnections | None = None  # set: watch_parked parks for real
         self.served = 0
         self.watched = 0
         self.reclaimed = 0
@@ -33,6 +34,8 @@ class FakeConnection:
 
     def watch_parked(self) -> None:
         self.watched += 1
+        if self.parking is not None:
+            assert self.parking.park(self)
 
     def reclaim(self) -> None:
         self.reclaimed += 1
@@ -95,15 +98,46 @@ def test_one_wake_up_per_parking(pairs) -> None:
     assert taken == {first.serve_parked, second.serve_parked}
     waiter = Waiter(parking, jobs)
     assert not waiter.join(0.3)  # neither comes up again: the thread waits
-    assert parking.park(first)  # parked again with its byte unread: up at once
+    jobs.put(job)
+    parking.wake()
     assert waiter.join(5)
-    assert waiter.result == (first.serve_parked, False)
+    assert waiter.result == (job, True)
+    assert parking.park(first)  # parked again with its byte unread: up at once
+    assert parking.wait_for_work(jobs) == (first.serve_parked, False)
+
+
+def test_a_thread_leaving_parked_connections_unwatched_calls_another(pairs) -> None:
+    """Nothing parked: idle threads wait on the queue. A thread that parks a connection
+    and then leaves for a job, with nobody else looking, wakes one of them to watch it."""
+    parking = ParkedConnections(load=lambda: 0)
+    jobs: Jobs = queue.SimpleQueue()
+    waiter = Waiter(parking, jobs)
+    assert not waiter.join(0.3)  # blocked on the queue
+    held, peer = pairs()
+    held.parking = parking
+    assert parking.hold(held)
+    jobs.put(job)
+    # This thread takes the job, hands its held connection to the epoll and calls the waiter.
+    assert parking.wait_for_work(jobs) == (job, True)
+    assert held.watched == 1
+    peer.send(b"x")
+    assert waiter.join(5)
+    assert waiter.result == (held.serve_parked, False)
 
 
 def test_a_queued_job_wakes_a_waiting_thread_and_goes_first(pairs) -> None:
     idle = []
     parking = ParkedConnections(load=lambda: 0, on_idle=lambda: idle.append(1))
     jobs: Jobs = queue.SimpleQueue()
+    # Nothing parked: the thread waits on the queue itself.
+    waiter = Waiter(parking, jobs)
+    assert not waiter.join(0.2)
+    jobs.put(job)
+    assert waiter.join(5)
+    assert waiter.result == (job, True)
+    # A connection parked: the thread waits in the epoll, and the eventfd wakes it.
+    connection, peer = pairs()
+    assert parking.park(connection)
     waiter = Waiter(parking, jobs)
     assert not waiter.join(0.2)
     assert idle == [1]  # it wrote the log lines kept so far before it slept
@@ -111,8 +145,6 @@ def test_a_queued_job_wakes_a_waiting_thread_and_goes_first(pairs) -> None:
     parking.wake()
     assert waiter.join(5)
     assert waiter.result == (job, True)
-    connection, peer = pairs()
-    assert parking.park(connection)
     peer.send(b"x")
     jobs.put(job)
     assert parking.wait_for_work(jobs) == (job, True)

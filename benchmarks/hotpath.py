@@ -16,10 +16,14 @@ sink keeps the parts it is given, and the next request is fed at once.
     .venv/bin/python benchmarks/hotpath.py --scenarios hello --requests 50000 --repeat 9
     .venv/bin/python benchmarks/hotpath.py --profile json-log   # cProfile, top functions
     .venv/bin/python benchmarks/hotpath.py --show hello     # the request and response bytes
+    .venv/bin/python benchmarks/hotpath.py --vary           # a new request-target each time
 
 Scenarios: ``hello`` (the plain WSGI app of benchmarks/apps/hello.py: 13 bytes, with
 Content-Length) and ``json`` (a small JSON body with the headers Django's default middleware
 adds), each with the access log off and on (``-log``, the default "combined" format).
+Every request on the connection is the same, as wrk sends them; with ``--vary`` each has
+its own query string (``/?page=N``), as a browser's differ, so that nothing a parser or
+cache could remember from the previous request applies.
 Standard library and the project only.
 """
 
@@ -143,7 +147,9 @@ def access_log() -> AccessLog:
     return AccessLog(format="combined", logger=logger)
 
 
-def make_server(scenario: str) -> tuple[Callable[[int], None], CollectingSink]:
+def make_server(
+    scenario: str, *, vary: bool = False
+) -> tuple[Callable[[int], None], CollectingSink]:
     """A function serving ``n`` keep-alive requests on one connection, and its sink."""
     app = APPS[scenario.removesuffix("-log")]
     log = access_log() if scenario.endswith("-log") else None
@@ -161,7 +167,9 @@ def make_server(scenario: str) -> tuple[Callable[[int], None], CollectingSink]:
     body = RequestBody(memory_limit=65536)
     sink = CollectingSink()
     sent = sink.sent
-    data = REQUEST
+    requests = [REQUEST]
+    if vary:
+        requests = [REQUEST.replace(b"GET / ", b"GET /?page=%d " % n) for n in range(1000)]
     static_prefixes = STATIC_PREFIXES
 
     def get_date() -> bytes:
@@ -169,9 +177,10 @@ def make_server(scenario: str) -> tuple[Callable[[int], None], CollectingSink]:
 
     def serve(count: int) -> None:
         now = time.monotonic()  # the loop's cached clock
-        for _ in range(count):
+        variants = len(requests)
+        for number in range(count):
             sent.clear()
-            parser.feed(data)  # Connection.on_readable
+            parser.feed(requests[number % variants])  # Connection.on_readable
             request = None
             while True:  # Connection.process
                 event = parser.next_event()
@@ -234,8 +243,8 @@ def show(scenario: str) -> None:
     print(f"\n(keep-alive after: {sink.kept_alive})")
 
 
-def profile(scenario: str, requests: int, top: int) -> None:
-    serve, _ = make_server(scenario)
+def profile(scenario: str, requests: int, top: int, *, vary: bool) -> None:
+    serve, _ = make_server(scenario, vary=vary)
     serve(1000)
     profiler = cProfile.Profile()
     profiler.runcall(serve, requests)
@@ -254,6 +263,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", metavar="SCENARIO", choices=SCENARIOS)
     parser.add_argument("--top", type=int, default=25, help="functions --profile prints")
     parser.add_argument("--show", metavar="SCENARIO", choices=SCENARIOS)
+    parser.add_argument("--vary", action="store_true", help="a new request-target each time")
     return parser.parse_args(argv)
 
 
@@ -263,13 +273,14 @@ def main(argv: list[str] | None = None) -> int:
         show(args.show)
         return 0
     if args.profile:
-        profile(args.profile, args.requests, args.top)
+        profile(args.profile, args.requests, args.top, vary=args.vary)
         return 0
     for scenario in args.scenarios.split(","):
-        serve, _ = make_server(scenario)
+        serve, _ = make_server(scenario, vary=args.vary)
         timings = measure(serve, args.requests, args.repeat)
         listed = " ".join(f"{timing:.2f}" for timing in timings)
-        print(f"{scenario:10} median {statistics.median(timings):6.2f} us/request  ({listed})")
+        name = f"{scenario}{' (vary)' if args.vary else ''}"
+        print(f"{name:17} median {statistics.median(timings):6.2f} us/request  ({listed})")
     return 0
 
 

@@ -436,3 +436,84 @@ def test_a_fragment_in_the_target_is_400(target):
     parser.feed(b"GET " + target + b" HTTP/1.1\r\nHost: a\r\n\r\n")
     with pytest.raises(InvalidTargetError, match="fragment"):
         parser.next_event()
+
+
+# -- the same head again on a connection: the Request of the previous one -----------------------
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        pytest.param(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\r\n", id="get"),
+        pytest.param(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", id="close"),
+        pytest.param(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", id="1.0-no-host"),
+        pytest.param(b"GET / HTTP/1.0\r\nHost: a\r\nConnection: Keep-Alive\r\n\r\n", id="1.0"),
+        pytest.param(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: TE, close\r\n\r\n", id="list"),
+        pytest.param(b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", id="length-0"),
+        pytest.param(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc", id="length"),
+        pytest.param(
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n",
+            id="chunked-trailers",
+        ),
+        pytest.param(
+            b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nz",
+            id="expect",
+        ),
+        pytest.param(b"GET http://b:8/p?q HTTP/1.1\r\nHost: a\r\n\r\n", id="absolute-form"),
+        pytest.param(b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"y" * 5000 + b"\r\n\r\n", id="long"),
+    ],
+)
+def test_a_repeated_message_gives_what_a_fresh_parser_gives(message):
+    fresh = RequestParser()
+    fresh.feed(message)
+    expected = events_until_need_data(fresh)
+    parser = RequestParser()
+    for _ in range(3):
+        parser.feed(message)
+        assert events_until_need_data(parser) == expected
+    parser.feed(message * 3)  # pipelined
+    assert events_until_need_data(parser) == expected * 3
+
+
+@pytest.mark.parametrize(
+    ("second", "error"),
+    [
+        pytest.param(b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", InvalidHeaderError, id="bad-host"),
+        pytest.param(b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", MissingHostError, id="two"),
+        pytest.param(b"GET / HTTP/1.1\r\nHost: a\r\nX : 1\r\n\r\n", InvalidHeaderError, id="ws"),
+        pytest.param(b"GET # HTTP/1.1\r\nHost: a\r\n\r\n", InvalidTargetError, id="target"),
+    ],
+)
+def test_a_head_that_differs_from_the_previous_one_is_checked_anew(second, error):
+    parser = RequestParser()
+    parser.feed(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert len(events_until_need_data(parser)) == 2
+    parser.feed(second)
+    with pytest.raises(error):
+        parser.next_event()
+
+
+def test_the_parser_makes_the_request_the_constructor_makes():
+    parser = RequestParser()
+    parser.feed(
+        b"PUT /p?q=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n"
+    )
+    made = parser.next_event()
+    expected = Request(
+        method=b"PUT",
+        target=b"/p?q=1",
+        path=b"/p",
+        query=b"q=1",
+        http_version=b"1.1",
+        headers=((b"host", b"h"), (b"content-length", b"2"), (b"expect", b"100-continue")),
+        content_length=2,
+        is_chunked=False,
+        keep_alive=True,
+        expect_continue=True,
+        host=b"h",
+    )
+    assert made == expected
+    assert (repr(made), hash(made)) == (repr(expected), hash(expected))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.host = b"x"  # type: ignore[misc]

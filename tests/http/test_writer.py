@@ -337,3 +337,96 @@ def test_error_response(kwargs, server, expected):
 def test_error_response_validates_its_input(kwargs):
     with pytest.raises(ApplicationError):
         ResponseWriter().error_response(date=DATE, **kwargs)
+
+
+# -- a writer remembers what it validated: the same heads and the same errors as a fresh one -----
+
+SEQUENCE = [
+    ("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "0")], Framing.CONTENT_LENGTH),
+    ("204 No Content", [("Content-Type", "text/plain"), ("Content-Length", "0")], Framing.NO_BODY),
+    ("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "0")], Framing.CONTENT_LENGTH),
+    ("304 Not Modified", [("Transfer-Encoding", "chunked"), ("ETag", '"a"')], Framing.NO_BODY),
+    ("200 OK", [("Transfer-Encoding", "chunked"), ("ETag", '"a"')], Framing.CHUNKED),
+    ("200 OK", [("date", "Mon, 01 Jan 2024 00:00:00 GMT"), ("SERVER", "app")], Framing.CHUNKED),
+    ("200 OK", [["X-List", "pair"], ("X-List", "pair")], Framing.CHUNKED),
+    ("200 OK", [("Set-Cookie", "s=" + "x" * 2000)], Framing.CHUNKED),
+]
+
+
+@pytest.mark.parametrize(
+    "server", [pytest.param("", id="no-server"), pytest.param("s", id="server")]
+)
+def test_a_writer_gives_the_heads_a_fresh_writer_gives(server):
+    writer = ResponseWriter(server_header=server)
+    for _ in range(2):
+        for status, headers, framing in SEQUENCE:
+            for version, keep_alive in [(b"1.1", True), (b"1.0", True), (b"1.1", False)]:
+                fresh = head(
+                    ResponseWriter(server_header=server),
+                    status=status,
+                    headers=headers,
+                    version=version,
+                    framing=framing,
+                    keep_alive=keep_alive,
+                )
+                seen = head(
+                    writer,
+                    status=status,
+                    headers=headers,
+                    version=version,
+                    framing=framing,
+                    keep_alive=keep_alive,
+                )
+                assert seen == fresh
+
+
+def test_a_writer_follows_the_date_it_is_given():
+    writer = ResponseWriter()
+    for date in [b"Sun, 06 Nov 1994 08:49:37 GMT", b"Sun, 06 Nov 1994 08:49:38 GMT"] * 2:
+        result = writer.head(
+            status="200 OK",
+            headers=[],
+            http_version=b"1.1",
+            framing=Framing.CHUNKED,
+            keep_alive=True,
+            date=date,
+        )
+        assert result == b"HTTP/1.1 200 OK\r\nDate: " + date + b"\r\n" + (
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+
+
+def test_a_writer_past_its_memo_bound_gives_the_same_heads():
+    writer = ResponseWriter()
+    for length in range(1500):
+        headers = [("Content-Type", "text/plain"), ("Content-Length", str(length))]
+        status = f"200 {length}"
+        assert head(writer, status=status, headers=headers) == head(status=status, headers=headers)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param(("X-A", "v\r\nSet-Cookie: evil=1"), id="crlf-in-value"),
+        pytest.param(("X A", "v"), id="space-in-name"),
+        pytest.param((b"X-A", "v"), id="bytes-name"),
+        pytest.param(("X-A", None), id="none-value"),
+        pytest.param(("X-A", ["v"]), id="unhashable-value"),
+        pytest.param(["X-A", b"v"], id="list-pair"),
+        pytest.param(("X-A", "v", "w"), id="triple"),
+        pytest.param(("Content-Type",), id="single"),
+        pytest.param(None, id="none"),
+    ],
+)
+def test_a_bad_header_after_remembered_ones_gets_the_error_a_fresh_writer_gives(bad):
+    good = [("Content-Type", "text/plain"), ("X-A", "v")]
+    writer = ResponseWriter()
+    head(writer, headers=good)
+    with pytest.raises(ApplicationError) as fresh:
+        head(headers=[*good, bad])
+    with pytest.raises(ApplicationError) as seen:
+        head(writer, headers=[*good, bad])
+    assert str(seen.value) == str(fresh.value)
+    with pytest.raises(ApplicationError) as status_error:
+        head(writer, status="200 OK\r\nX: 1", headers=good)
+    assert "invalid WSGI status" in str(status_error.value)

@@ -108,6 +108,29 @@ def _environ_key(name: bytes) -> str | None:
     return result
 
 
+# The usual methods as environ text, without a decode per request.
+_METHODS = {method: method.decode("ascii") for method in (b"GET", b"HEAD", b"POST", b"PUT")}
+
+# What start_response must look at in a response header name, found once per name (the same
+# bound as _ENVIRON_KEYS): the lower-cased name is Content-Length, or hop-by-hop, or neither.
+_ORDINARY, _CONTENT_LENGTH, _HOP_BY_HOP = range(3)
+_RESPONSE_NAME_KINDS: dict[str, int] = {}
+
+
+def _response_name_kind(name: str) -> int:
+    """Classify a response header name not in ``_RESPONSE_NAME_KINDS`` yet; remember it."""
+    lower = name.lower()
+    if lower == "content-length":
+        kind = _CONTENT_LENGTH
+    elif lower in HOP_BY_HOP:
+        kind = _HOP_BY_HOP
+    else:
+        kind = _ORDINARY
+    if len(_RESPONSE_NAME_KINDS) < _MAX_CACHED_KEYS:
+        _RESPONSE_NAME_KINDS[name] = kind
+    return kind
+
+
 class HopByHopWarnings:
     """Remembers the hop-by-hop header names already logged, so that an application (or a
     middleware) that sends one on every response logs it once, not once a request (any thread).
@@ -232,19 +255,26 @@ class EnvironTemplate:
         raw_path = request.path
         if b"%" in raw_path:
             raw_path = unquote_to_bytes(raw_path)
-        path = raw_path.decode("latin-1")
+        path = full_path = raw_path.decode("latin-1")
         script_name = self.script_name
         if script_name and (path == script_name or path.startswith(script_name + "/")):
             path = path[len(script_name) :]
-        environ["REQUEST_METHOD"] = request.method.decode("latin-1")
+        method = request.method
+        environ["REQUEST_METHOD"] = _METHODS.get(method) or method.decode("latin-1")
         environ["PATH_INFO"] = path
-        environ["QUERY_STRING"] = request.query.decode("latin-1")
-        environ["RAW_URI"] = request.target.decode("latin-1")
+        query = request.query
+        environ["QUERY_STRING"] = query.decode("latin-1") if query else ""
+        target = request.target
+        # The usual origin-form target without a query is the path: decode it once.
+        environ["RAW_URI"] = full_path if target is raw_path else target.decode("latin-1")
         environ["SERVER_PROTOCOL"] = "HTTP/1.1" if request.http_version == b"1.1" else "HTTP/1.0"
         environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = peer
         environ["wsgi.input"] = body
+        environ_key = _ENVIRON_KEYS.get
+        host = request.host
+        host_text = ""
         for name, value in request.headers:
-            key = _ENVIRON_KEYS.get(name, "")
+            key = environ_key(name, "")
             if key == "":
                 key = _environ_key(name)
             if key is None:
@@ -253,9 +283,11 @@ class EnvironTemplate:
             if key in environ and key.startswith("HTTP_"):
                 # RFC 9110 §5.3: repeated fields combine with commas; cookies with "; ".
                 text = environ[key] + ("; " if key == "HTTP_COOKIE" else ", ") + text
+            elif value is host:
+                host_text = text  # the Host value decoded already (not absolute-form)
             environ[key] = text
-        if request.host:
-            environ["HTTP_HOST"] = request.host.decode("latin-1")
+        if host:
+            environ["HTTP_HOST"] = host_text or host.decode("latin-1")
         if request.content_length is not None or request.is_chunked:
             # Chunked bodies were de-chunked: Django reads nothing without CONTENT_LENGTH.
             environ["CONTENT_LENGTH"] = str(body_size)
@@ -373,18 +405,21 @@ class RequestCycle:
             raise ApplicationError(f"WSGI status must be a str, not {type(status).__name__}")
         content_length = None
         has_hop_by_hop = False
+        name_kind = _RESPONSE_NAME_KINDS.get
         for name, value in headers:
             if type(name) is not str or type(value) is not str:
                 raise ApplicationError(f"WSGI header {name!r}: {value!r} must be a pair of str")
-            lower = name.lower()
-            if lower == "content-length":
+            kind = name_kind(name)
+            if kind is None:
+                kind = _response_name_kind(name)
+            if kind == _CONTENT_LENGTH:
                 try:
                     content_length = int(value)
                 except ValueError:
                     raise ApplicationError(f"Invalid Content-Length {value!r}") from None
                 if content_length < 0:
                     raise ApplicationError(f"Invalid Content-Length {value!r}")
-            elif lower in HOP_BY_HOP:
+            elif kind == _HOP_BY_HOP:
                 has_hop_by_hop = True
         self._status = status
         self._headers = self._without_hop_by_hop(headers) if has_hop_by_hop else list(headers)

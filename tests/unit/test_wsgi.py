@@ -290,3 +290,174 @@ def test_a_head_built_while_the_worker_drains_says_connection_close():
     run_app(app, sink=sink)
     assert "Connection: close" in sink.head
     assert sink.keep_alive is False
+
+
+# -- the environ of a request (EnvironTemplate.build) ---------------------------------------------
+
+
+def request_keys(environ: dict[str, Any]) -> dict[str, Any]:
+    """The keys that depend on the request (not the listener's)."""
+    skipped = {"wsgi.input", "REMOTE_ADDR", "REMOTE_PORT"}
+    return {
+        key: value
+        for key, value in environ.items()
+        if key.isupper()
+        and key not in skipped
+        and (key == "SERVER_PROTOCOL" or not key.startswith("SERVER_"))
+    }
+
+
+@pytest.mark.parametrize(
+    ("script_name", "raw", "expected"),
+    [
+        pytest.param(
+            "",
+            b"GET /a/b HTTP/1.1\r\nHost: h\r\nUser-Agent: u\r\nConnection: keep-alive\r\n\r\n",
+            {
+                "REQUEST_METHOD": "GET",
+                "PATH_INFO": "/a/b",
+                "QUERY_STRING": "",
+                "RAW_URI": "/a/b",
+                "SERVER_PROTOCOL": "HTTP/1.1",
+                "HTTP_HOST": "h",
+                "HTTP_USER_AGENT": "u",
+                "HTTP_CONNECTION": "keep-alive",
+            },
+            id="browser-get",
+        ),
+        pytest.param(
+            "/app",
+            b"GET /app/x HTTP/1.1\r\nHost: h\r\n\r\n",
+            {
+                "REQUEST_METHOD": "GET",
+                "SCRIPT_NAME": "/app",
+                "PATH_INFO": "/x",
+                "QUERY_STRING": "",
+                "RAW_URI": "/app/x",
+                "SERVER_PROTOCOL": "HTTP/1.1",
+                "HTTP_HOST": "h",
+            },
+            id="script-name-stripped-raw-uri-kept",
+        ),
+        pytest.param(
+            "/app",
+            b"GET /app HTTP/1.1\r\nHost: h\r\n\r\n",
+            {
+                "REQUEST_METHOD": "GET",
+                "SCRIPT_NAME": "/app",
+                "PATH_INFO": "",
+                "QUERY_STRING": "",
+                "RAW_URI": "/app",
+                "SERVER_PROTOCOL": "HTTP/1.1",
+                "HTTP_HOST": "h",
+            },
+            id="script-name-alone",
+        ),
+        pytest.param(
+            "",
+            b"PATCH /%7Ex%20y?q=%20&r HTTP/1.0\r\nContent-Length: 0\r\n\r\n",
+            {
+                "REQUEST_METHOD": "PATCH",
+                "PATH_INFO": "/~x y",
+                "QUERY_STRING": "q=%20&r",
+                "RAW_URI": "/%7Ex%20y?q=%20&r",
+                "SERVER_PROTOCOL": "HTTP/1.0",
+                "CONTENT_LENGTH": "5",  # the body's size, as received
+            },
+            id="percent-encoded-query-1.0-no-host",
+        ),
+        pytest.param(
+            "",
+            b"GET http://b:8/p?q HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n\r\n",
+            {
+                "REQUEST_METHOD": "GET",
+                "PATH_INFO": "/p",
+                "QUERY_STRING": "q",
+                "RAW_URI": "http://b:8/p?q",
+                "SERVER_PROTOCOL": "HTTP/1.1",
+                "HTTP_HOST": "b:8",
+                "HTTP_X_A": "1",
+            },
+            id="absolute-form-host-wins",
+        ),
+        pytest.param(
+            "",
+            b"POST / HTTP/1.1\r\nHost: h\r\nCookie: a=1\r\nAccept: x\r\nCookie: b=2\r\n"
+            b"Accept: y\r\nX_Spoof: 1\r\nContent-Type: t\r\nTransfer-Encoding: chunked\r\n\r\n",
+            {
+                "REQUEST_METHOD": "POST",
+                "PATH_INFO": "/",
+                "QUERY_STRING": "",
+                "RAW_URI": "/",
+                "SERVER_PROTOCOL": "HTTP/1.1",
+                "HTTP_HOST": "h",
+                "HTTP_COOKIE": "a=1; b=2",
+                "HTTP_ACCEPT": "x, y",
+                "CONTENT_TYPE": "t",
+                "CONTENT_LENGTH": "5",
+            },
+            id="combined-dropped-chunked",
+        ),
+        pytest.param(
+            "",
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-Same: a\r\nX-Other: a\r\n\r\n",
+            {
+                "REQUEST_METHOD": "GET",
+                "PATH_INFO": "/",
+                "QUERY_STRING": "",
+                "RAW_URI": "/",
+                "SERVER_PROTOCOL": "HTTP/1.1",
+                "HTTP_HOST": "a",
+                "HTTP_X_SAME": "a",
+                "HTTP_X_OTHER": "a",
+            },
+            id="one-byte-values-like-host",
+        ),
+    ],
+)
+def test_the_environ_of_a_request(script_name, raw, expected):
+    template = EnvironTemplate(server_name="s", server_port="80", script_name=script_name)
+    request = parse(raw)
+    for _ in range(2):  # the second time with the names the first one taught
+        environ = template.build(request, io.BytesIO(), 5, ("10.0.0.1", "4"))
+        assert request_keys(environ) == {"SCRIPT_NAME": script_name, **expected}
+        assert list(request_keys(environ)) == list({"SCRIPT_NAME": "", **expected})
+        assert (environ["REMOTE_ADDR"], environ["REMOTE_PORT"]) == ("10.0.0.1", "4")
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected_head", "keep_alive"),
+    [
+        pytest.param(
+            [("CONTENT-LENGTH", "2"), ("X-A", "1")],
+            ["HTTP/1.1 200 OK", "CONTENT-LENGTH: 2", "X-A: 1"],
+            True,
+            id="length-upper-case",
+        ),
+        pytest.param(
+            [("connection", "CLOSE"), ("content-length", "2")],
+            ["HTTP/1.1 200 OK", "content-length: 2"],
+            False,
+            id="connection-lower-case",
+        ),
+        pytest.param(
+            [("UPGRADE", "h2c"), ("Content-Length", "2")],
+            ["HTTP/1.1 200 OK", "Content-Length: 2"],
+            True,
+            id="upgrade-upper-case",
+        ),
+        pytest.param(
+            [("X-Content-Length", "9"), ("Connections", "close")],
+            ["HTTP/1.1 200 OK", "X-Content-Length: 9", "Connections: close", "Content-Length: 2"],
+            True,
+            id="similar-names-are-ordinary",
+        ),
+    ],
+)
+def test_response_header_names_in_any_case_every_time(headers, expected_head, keep_alive):
+    for _ in range(2):  # the second time with the names the first one taught
+        sink = run_app(app_for("200 OK", headers, [b"ok"]))
+        assert sink.head[: len(expected_head)] == expected_head
+        assert sink.head[len(expected_head)].startswith("Date: ")
+        assert sink.body == b"ok"
+        assert sink.keep_alive is keep_alive

@@ -82,9 +82,15 @@ def escape(text: str) -> str:
     """Backslash-escape control characters, ``"`` and ``\\`` in request-derived text."""
     # Printable ASCII without a quote or a backslash (nearly every field) is returned as it
     # is, at a third of the cost of the regular expression's search.
-    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+    if _is_safe(text):
         return text
     return _UNSAFE.sub(_escape_match, text)
+
+
+def _is_safe(text: str) -> bool:
+    """True when ``escape`` would return ``text`` as it is. A property of each character,
+    so several fields can be checked at once, joined."""
+    return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
 
 
 def _clf_time(second: int) -> str:
@@ -293,16 +299,22 @@ class AccessLog:
         user_agent: str,
     ) -> str:
         """A combined, common or django line, coloured when the handler's formatter is."""
-        request = (escape(method), escape(target), escape(http_version))
+        # One check of the five fields joined instead of five escape() calls: nearly every
+        # request has nothing to escape (0.3 us of a 2 us line, benchmarks/hotpath.py).
+        if not _is_safe(method + target + http_version + referer + user_agent):
+            method, target, http_version = escape(method), escape(target), escape(http_version)
+            referer, user_agent = escape(referer), escape(user_agent)
         log_format = self._format
         if log_format == "django":
-            line = _DJANGO % (*request, status_code, bytes_sent)
+            line = _DJANGO % (method, target, http_version, status_code, bytes_sent)
         elif log_format == "common":
-            line = _COMMON % (peer, self._now(), *request, status_code, bytes_sent or "-")
+            line = _COMMON % (
+                peer, self._now(), method, target, http_version, status_code, bytes_sent or "-",
+            )  # fmt: skip
         else:
             line = _COMBINED % (
-                peer, self._now(), *request, status_code, bytes_sent or "-",
-                escape(referer) or "-", escape(user_agent) or "-",
+                peer, self._now(), method, target, http_version, status_code, bytes_sent or "-",
+                referer or "-", user_agent or "-",
             )  # fmt: skip
         return self._painted(line, status_code) if self._colour else line
 

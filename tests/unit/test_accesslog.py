@@ -418,3 +418,34 @@ def test_direct_line_of_a_parsed_request_is_the_logging_paths_line(log_format, c
     direct_handler.flush()
     assert direct_stream.text == logging_stream.text
     assert direct_stream.text.count("\n") == 1
+
+
+@pytest.mark.parametrize("log_format", ["combined", "common", "django"])
+@pytest.mark.parametrize(
+    "unsafe",
+    [
+        pytest.param({}, id="nothing-to-escape"),
+        pytest.param({"method": "G\x7fT"}, id="method"),
+        pytest.param({"target": "/\x85"}, id="target-c1"),
+        pytest.param({"target": "/caf\xe9"}, id="target-latin-1-printable"),
+        pytest.param({"http_version": 'HTTP/1.1"'}, id="version"),
+        pytest.param({"referer": "http://r/\\"}, id="referer"),
+        pytest.param({"user_agent": "ua\nINFO fake"}, id="user-agent"),
+        pytest.param({"referer": "", "user_agent": ""}, id="empty"),
+    ],
+)
+def test_one_field_to_escape_among_safe_ones(log_format, unsafe):
+    """The direct path checks the five request fields at once: one field that needs escaping
+    gives the line the logging path (each field escaped on its own) gives."""
+    direct_stream, logging_stream = _CountingStream(), _CountingStream()
+    direct_handler = BufferedStreamHandler(direct_stream)
+    direct = _configured_logger(f"one-direct-{log_format}", direct_handler, colour=False)
+    plain = _configured_logger(
+        f"one-plain-{log_format}", logging.StreamHandler(logging_stream), colour=False
+    )
+    plain.addFilter(lambda record: True)  # not eligible: logger.info
+    for logger in (direct, plain):
+        AccessLog(format=log_format, logger=logger, clock=lambda: NOW).log(**{**SAMPLE, **unsafe})
+    direct_handler.flush()
+    assert direct_stream.text == logging_stream.text
+    assert direct_stream.text.count("\n") == 1

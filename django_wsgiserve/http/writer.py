@@ -15,8 +15,8 @@ Speed: one list of native strings, one ``join`` and one latin-1 ``encode`` per h
 names seen in most responses are known to be tokens and skip the name regex. A writer
 remembers the statuses and the (name, value) pairs it has validated, with their lines, so
 an application that sends the same headers again (most do: Content-Type, the security
-headers of Django's middleware) has each checked once: a head with 7 headers went from 3.6
-to 1.9 us (benchmarks/hotpath.py). Only what passed validation is remembered, so every
+headers of Django's middleware) has each checked once: a head with 7 headers went from 4.0
+to 1.5 us (benchmarks/hotpath.py). Only what passed validation is remembered, so every
 error is raised by the same checks as the first time. The memo is a bounded dict, emptied
 when full (values that differ every time, a session cookie, do not crowd out the rest for
 good); dict operations are atomic under the GIL, so a writer is safe to share between

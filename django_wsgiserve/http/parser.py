@@ -16,10 +16,10 @@ Design note.
 * Fast path: a head that is complete in the buffer costs one ``find`` for the blank line, one
   compiled-regex match for the request line, one ``split`` and one ``translate`` over the
   field block, and a ``partition`` per field line (see ``_parse_head``); about 8 us for a
-  10-field browser GET on CPython 3.11. Everything is compiled at import. A head equal to
-  the previous one on the connection (a keep-alive client repeating itself) costs one
-  comparison: its Request is the previous one (``_MAX_REPEATED_HEAD``); a 5-field GET went
-  from 7.0 to 1.4 us from feed() to EndOfMessage (benchmarks/hotpath.py).
+  10-field browser GET on CPython 3.11. Everything is compiled at import. A head is parsed
+  anew even when it repeats the previous one byte for byte: only a benchmark's client
+  repeats itself that way, and what a server's benchmark measures must be what its users
+  get.
 * Errors are raised as the ``ProtocolError`` subclass that carries the status code to answer.
   Which error a bad head gets does not depend on how its bytes were split into ``feed()``
   calls: whenever the fast path or the incremental checks find something wrong, the slow
@@ -75,11 +75,6 @@ _MAX_LEADING_EMPTY_LINES = 8
 _MAX_CHUNK_LINE = 4096
 # RFC 9110 §8.6 allows any number of digits; 18 keep the value below 2**63 everywhere.
 _MAX_CONTENT_LENGTH_DIGITS = 18
-# A keep-alive client often sends the same head again (wrk, health checks, API pollers): a
-# head equal to the previous one on the connection gives the previous Request again (the
-# parse is a pure function of the head bytes and the limits). Longer heads are not kept, so
-# that an idle connection holds at most this much (browser heads with cookies: 0.5-2 KiB).
-_MAX_REPEATED_HEAD = 4096
 
 _CR = 0x0D
 _LF = 0x0A
@@ -280,8 +275,6 @@ class RequestParser(ReceiveBuffer):
         self._remaining = 0  # body or chunk-data bytes still expected
         self._body_total = 0  # sum of chunk sizes so far
         self._valid_host: bytes | None = None  # the last Host that passed validation
-        self._last_head = b""  # the last head parsed (if short), and its Request
-        self._last_request: Request | None = None
 
     # -- events --------------------------------------------------------------------------------
 
@@ -328,16 +321,7 @@ class RequestParser(ReceiveBuffer):
         self._empty_lines = 0
         self._scan = self._line_scan = 0
         self._line_end = -1
-        if head == self._last_head:
-            request = self._last_request
-            assert request is not None
-            self._start_body(request.content_length, request.is_chunked)
-            return request
-        request = self._parse_head(head)
-        if len(head) <= _MAX_REPEATED_HEAD:
-            self._last_head = head
-            self._last_request = request
-        return request
+        return self._parse_head(head)
 
     def _skip_empty_lines(self) -> None:
         # RFC 9112 §2.2: ignore empty lines received before the request line.

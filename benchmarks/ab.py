@@ -11,8 +11,9 @@ with ``pip install -e``), and each side imports that one: the repository itself 
 and ``--args-b`` are the serve options of each side (default ``--no-access-log``). For each
 endpoint (testproject's ``/json`` and the plain WSGI hello app, ``benchmarks/apps/hello.py``)
 and each repetition, A then B (or B then A: the order alternates), the server runs with
-``--workers 1 --threads 8`` and the side's options, pinned to CPU 1, and
-``wrk -t1 -c64 -d<duration>`` (keep-alive) pinned to CPU 0 after a warm-up. Prints the
+``--workers 1 --threads 8`` (``--threads``) and the side's options, pinned to CPU 1, and
+``wrk -t1 -c64 -d<duration>`` (keep-alive; ``--connections``) pinned to CPU 0 after a
+warm-up. Prints the
 median req/s of each, the ratio B/A and every run. Loopback only; every server is stopped
 by its process group.
 """
@@ -73,13 +74,16 @@ def _benchmarks_root(logs: Path) -> Path:
     return root
 
 
-def measure(python: str, args: list[str], endpoint: str, duration: float, log: Path) -> float:
+def measure(
+    python: str, args: list[str], endpoint: str, load: argparse.Namespace, log: Path
+) -> float:
+    """req/s of one server run: ``load`` has the duration, connections and threads."""
     directory, extra, path = ENDPOINTS[endpoint]
     directory = directory or _benchmarks_root(log.parent)
     port = free_port()
     argv = [
         "taskset", "-c", "1", python, "-m", "django", "serve", f"127.0.0.1:{port}",
-        "--workers", "1", "--threads", "8", "--noreload", *args, *extra,
+        "--workers", "1", "--threads", str(load.threads), "--noreload", *args, *extra,
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WSGISERVE_", "PYTHON"))}
     env["PYTHONPATH"] = str(directory)  # not REPO: see _benchmarks_root
@@ -93,10 +97,10 @@ def measure(python: str, args: list[str], endpoint: str, duration: float, log: P
     try:
         wait_listening(port, process)
         url = f"http://127.0.0.1:{port}{path}"
-        wrk = ["taskset", "-c", "0", "wrk", "-t1", "-c64", "--timeout", "10s"]
+        wrk = ["taskset", "-c", "0", "wrk", "-t1", f"-c{load.connections}", "--timeout", "10s"]
         subprocess.run([*wrk, "-d1", url], capture_output=True, check=True, timeout=60)
         result = subprocess.run(
-            [*wrk, f"-d{duration:g}", url], capture_output=True, check=True, timeout=120
+            [*wrk, f"-d{load.duration:g}", url], capture_output=True, check=True, timeout=120
         )
         match = _RPS.search(result.stdout.decode())
         if match is None:
@@ -127,6 +131,8 @@ def main() -> int:
     parser.add_argument("--endpoints", nargs="+", default=list(ENDPOINTS), choices=ENDPOINTS)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--duration", type=float, default=4.0)
+    parser.add_argument("--connections", type=int, default=64, help="wrk -c (keep-alive)")
+    parser.add_argument("--threads", type=int, default=8, help="serve --threads")
     args = parser.parse_args()
     # Absolute (the servers run in other directories), but not resolved: a venv's python is
     # a symlink, and the venv is found from the path it was started by.
@@ -142,7 +148,7 @@ def main() -> int:
             for name in order:
                 python = pythons[name]
                 log = logs / f"{endpoint}-{name}-{index}.log"
-                runs[name].append(measure(python, options[name], endpoint, args.duration, log))
+                runs[name].append(measure(python, options[name], endpoint, args, log))
         a, b = statistics.median(runs["a"]), statistics.median(runs["b"])
         print(
             f"| {endpoint} | {a:,.0f} | {b:,.0f} | {b / a:.3f} | "

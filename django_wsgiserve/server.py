@@ -91,6 +91,7 @@ def build_server(
             load=lambda: pool.queued + len(dispatcher.in_flight),
             clock=clock,
             on_idle=access_log.flush if access_log is not None else None,
+            on_turn=access_log.flush_if_due if access_log is not None else None,
         )
         if serve_in_threads and one_shot is None
         else None

@@ -221,3 +221,18 @@ def test_stop_gives_every_connection_back_and_parks_no_more(pairs) -> None:
     assert (first.reclaimed, second.reclaimed) == (2, 2)
     assert not parking.park(first)
     assert not parking.hold(first)
+
+
+def test_a_thread_serving_parked_connections_writes_due_log_lines(pairs) -> None:
+    """The loop may sleep for a tick while the pool threads serve parked connections: their
+    looks for work write the access log lines that are due, as the loop's turns do."""
+    turns: list[float] = []
+    parking = ParkedConnections(load=lambda: 1, clock=lambda: 5.0, on_turn=turns.append)
+    jobs: Jobs = queue.SimpleQueue()
+    jobs.put(job)
+    assert parking.wait_for_work(jobs) == (job, True)
+    assert turns == []  # nothing parked: the loop reads, and writes at its turns
+    held, _ = pairs()
+    assert parking.hold(held)
+    assert parking.wait_for_work(jobs) == (held.serve_parked, False)
+    assert turns == [5.0]

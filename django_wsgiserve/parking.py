@@ -67,7 +67,9 @@ __all__ = ["SATURATED_S", "Parkable", "ParkedConnections"]
 # Every thread busy, each with a request older than this: the loop takes the parked
 # connections back (see the notes).
 SATURATED_S = 1.0
-_ARMED = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLONESHOT
+# Linux: server.py makes no ParkedConnections where epoll or eventfd is missing (macOS).
+_ARMED = getattr(select, "EPOLLIN", 0) | getattr(select, "EPOLLRDHUP", 0)
+_ARMED |= getattr(select, "EPOLLONESHOT", 0)
 
 
 def _poll() -> None:

@@ -13,6 +13,8 @@ Never imports Django.
 
 from __future__ import annotations
 
+import os
+import select
 import socket
 import time
 from dataclasses import dataclass
@@ -41,6 +43,8 @@ if TYPE_CHECKING:
     from .wsgi import EnvironTemplate, WSGIApplication
 
 __all__ = ["WorkerServer", "build_server"]
+
+_HAS_EPOLL_AND_EVENTFD = hasattr(select, "epoll") and hasattr(os, "eventfd")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +97,8 @@ def build_server(
             on_idle=access_log.flush if access_log is not None else None,
             on_turn=access_log.flush_if_due if access_log is not None else None,
         )
-        if serve_in_threads and one_shot is None
-        else None
+        if serve_in_threads and one_shot is None and _HAS_EPOLL_AND_EVENTFD
+        else None  # macOS (development): the loop reads every request
     )
     if parking is not None:
         on_tick = _reclaiming_when_saturated(parking, pool, lambda: dispatcher, on_tick)

@@ -14,8 +14,10 @@ and each repetition, A then B (or B then A: the order alternates), the server ru
 ``--workers 1 --threads 8`` (``--threads``) and the side's options, pinned to CPU 1, and
 ``wrk -t1 -c64 -d<duration>`` (keep-alive; ``--connections``) pinned to CPU 0 after a
 warm-up. Prints the
-median req/s of each, the ratio B/A and every run. Loopback only; every server is stopped
-by its process group.
+median req/s of each, the ratio B/A and every run, and the median CPU time the server's
+processes used per request (user + system, from /proc): steadier than req/s on a shared
+machine, since a neighbour's burst takes the server's CPU but not the server's work.
+Loopback only; every server is stopped by its process group.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness.procs import session_cpu_s
+
 REPO = Path(__file__).resolve().parent.parent
 ENDPOINTS = {
     # name: (working directory, extra serve arguments, path); None: a directory that holds
@@ -41,6 +45,7 @@ ENDPOINTS = {
     "hello": (None, ["--settings", "benchmarks.apps.hello_settings"], "/"),
 }
 _RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
+_COUNT = re.compile(r"(\d+) requests in")
 
 
 def free_port() -> int:
@@ -76,8 +81,9 @@ def _benchmarks_root(logs: Path) -> Path:
 
 def measure(
     python: str, args: list[str], endpoint: str, load: argparse.Namespace, log: Path
-) -> float:
-    """req/s of one server run: ``load`` has the duration, connections and threads."""
+) -> tuple[float, float]:
+    """req/s and CPU microseconds per request of one server run: ``load`` has the
+    duration, connections and threads."""
     directory, extra, path = ENDPOINTS[endpoint]
     directory = directory or _benchmarks_root(log.parent)
     port = free_port()
@@ -99,13 +105,16 @@ def measure(
         url = f"http://127.0.0.1:{port}{path}"
         wrk = ["taskset", "-c", "0", "wrk", "-t1", f"-c{load.connections}", "--timeout", "10s"]
         subprocess.run([*wrk, "-d1", url], capture_output=True, check=True, timeout=60)
+        cpu_before = session_cpu_s(process.pid)
         result = subprocess.run(
             [*wrk, f"-d{load.duration:g}", url], capture_output=True, check=True, timeout=120
         )
-        match = _RPS.search(result.stdout.decode())
-        if match is None:
-            raise RuntimeError(result.stdout.decode())
-        return float(match.group(1))
+        cpu_s = session_cpu_s(process.pid) - cpu_before
+        output = result.stdout.decode()
+        match, count = _RPS.search(output), _COUNT.search(output)
+        if match is None or count is None:
+            raise RuntimeError(output)
+        return float(match.group(1)), cpu_s * 1e6 / max(1, int(count.group(1)))
     finally:
         stop(process)
 
@@ -139,21 +148,28 @@ def main() -> int:
     pythons = {"a": os.path.abspath(args.python_a), "b": os.path.abspath(args.python_b)}
     options = {"a": shlex.split(args.args_a), "b": shlex.split(args.args_b)}
     logs = Path(tempfile.mkdtemp(prefix="wsgiserve-ab-"))
-    print("| endpoint | A req/s (median) | B req/s (median) | B/A | A runs | B runs |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| endpoint | A req/s (median) | B req/s (median) | B/A | A runs | B runs "
+        "| A CPU us/request | B CPU us/request |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for endpoint in args.endpoints:
         runs: dict[str, list[float]] = {"a": [], "b": []}
+        cpu: dict[str, list[float]] = {"a": [], "b": []}
         for index in range(args.repeat):
             order = ("a", "b") if index % 2 == 0 else ("b", "a")
             for name in order:
                 python = pythons[name]
                 log = logs / f"{endpoint}-{name}-{index}.log"
-                runs[name].append(measure(python, options[name], endpoint, args, log))
+                rate, cpu_us = measure(python, options[name], endpoint, args, log)
+                runs[name].append(rate)
+                cpu[name].append(cpu_us)
         a, b = statistics.median(runs["a"]), statistics.median(runs["b"])
         print(
             f"| {endpoint} | {a:,.0f} | {b:,.0f} | {b / a:.3f} | "
             f"{', '.join(f'{r:,.0f}' for r in runs['a'])} | "
-            f"{', '.join(f'{r:,.0f}' for r in runs['b'])} |"
+            f"{', '.join(f'{r:,.0f}' for r in runs['b'])} | "
+            f"{statistics.median(cpu['a']):.1f} | {statistics.median(cpu['b']):.1f} |"
         )
     print(f"\nlogs: {logs.name} in the temporary directory")
     return 0

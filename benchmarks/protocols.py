@@ -43,14 +43,13 @@ if str(REPO / "benchmarks") not in sys.path:
     sys.path.insert(0, str(REPO / "benchmarks"))
 
 from harness.peers_venv import peers_bin, prepare_peers  # noqa: E402
-from harness.procs import ChildProcess, child_env, stop_all  # noqa: E402
+from harness.procs import ChildProcess, child_env, session_cpu_s, stop_all  # noqa: E402
 from harness.servers import ServerSpec  # noqa: E402
 
 PROJECT = REPO / "testproject"
 NGINX = "/usr/sbin/nginx"
 _RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
 _REQUESTS = re.compile(r"(\d+) requests in")
-_TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 # app: (URL path, what its answer starts with)
 APPS = {"json": ("/json", b"HTTP/1.1 200"), "hello": ("/", b"HTTP/1.1 200")}
 HELLO_FLUP = (
@@ -158,23 +157,6 @@ def wait_ready(
             last = repr(exc)
         time.sleep(0.1)
     raise RuntimeError(f"not serving {target} through nginx: {last}")
-
-
-def session_cpu_s(session: int) -> float:
-    """User + system CPU seconds of every live process of ``session`` (/proc)."""
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rpartition(")")[2].split()
-        except OSError:
-            continue  # gone meanwhile
-        # After the command: state, ppid, pgrp, session, ..., utime (12th), stime (13th).
-        if int(fields[3]) == session:
-            total += int(fields[11]) + int(fields[12])
-    return total * _TICK_S
 
 
 def measure(

@@ -23,6 +23,7 @@ __all__ = [
     "child_env",
     "find_free_port",
     "run_bounded",
+    "session_cpu_s",
     "stop_all",
     "wait_until_listening",
 ]
@@ -216,3 +217,23 @@ def run_bounded(
                 os.killpg(popen.pid, signal.SIGKILL)
             popen.wait()
     return BoundedResult(popen.returncode, output.decode(errors="replace"))
+
+
+_TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
+
+
+def session_cpu_s(session: int) -> float:
+    """User + system CPU seconds of every live process of ``session`` (/proc)."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rpartition(")")[2].split()
+        except OSError:
+            continue  # gone meanwhile
+        # After the command: state, ppid, pgrp, session, ..., utime (12th), stime (13th).
+        if int(fields[3]) == session:
+            total += int(fields[11]) + int(fields[12])
+    return total * _TICK_S

@@ -17,6 +17,7 @@ sink keeps the parts it is given, and the next request is fed at once.
     .venv/bin/python benchmarks/hotpath.py --profile json-log   # cProfile, top functions
     .venv/bin/python benchmarks/hotpath.py --show hello     # the request and response bytes
     .venv/bin/python benchmarks/hotpath.py --vary           # a new request-target each time
+    .venv/bin/python benchmarks/hotpath.py --interleave     # each request beside a Django one
 
 Scenarios: ``hello`` (the plain WSGI app of benchmarks/apps/hello.py: 13 bytes, with
 Content-Length) and ``json`` (a small JSON body with the headers Django's default middleware
@@ -24,13 +25,20 @@ adds), each with the access log off and on (``-log``, the default "combined" for
 Every request on the connection is the same, as wrk sends them; with ``--vary`` each has
 its own query string (``/?page=N``), as a browser's differ, so that nothing a parser or
 cache could remember from the previous request applies.
-Standard library and the project only.
+With ``--interleave`` each server request is followed by a real Django request (testproject's
+``/json``, called in-process as benchmarks/inprocess.py calls it), as a worker alternates
+between the two; it prints the server's path alone, Django alone, the two alternated, and
+the difference: what each costs the other (the caches and predictors each leaves cold for
+the other), which the figures of the path alone do not show. A loop of plain arithmetic of
+the server's size is measured the same way, for comparison.
+Standard library and the project only (``--interleave``: and Django).
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import io
 import logging
 import os
@@ -137,8 +145,10 @@ def access_log() -> AccessLog:
     ``django_wsgiserve.access`` (so it takes the direct path), writing to /dev/null."""
     logger = logging.getLogger("benchmarks.hotpath.access")
     for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-        handler.close()
+        if isinstance(handler, BufferedStreamHandler):  # an earlier call's
+            logger.removeHandler(handler)
+            handler.close()
+            handler.stream.close()
     handler = BufferedStreamHandler(open(os.devnull, "w"))  # noqa: SIM115 - lives as long as we do
     handler.setFormatter(AccessFormatter("%(message)s", colour=False))
     logger.addHandler(handler)
@@ -147,9 +157,7 @@ def access_log() -> AccessLog:
     return AccessLog(format="combined", logger=logger)
 
 
-def make_server(
-    scenario: str, *, vary: bool = False
-) -> tuple[Callable[[int], None], CollectingSink]:
+def make_server(scenario: str, *, vary: bool = False) -> tuple[Callable[..., None], CollectingSink]:
     """A function serving ``n`` keep-alive requests on one connection, and its sink."""
     app = APPS[scenario.removesuffix("-log")]
     log = access_log() if scenario.endswith("-log") else None
@@ -175,7 +183,7 @@ def make_server(
     def get_date() -> bytes:
         return DATE
 
-    def serve(count: int) -> None:
+    def serve(count: int, *, flush: bool = True) -> None:
         now = time.monotonic()  # the loop's cached clock
         variants = len(requests)
         for number in range(count):
@@ -218,8 +226,8 @@ def make_server(
                 metrics=None,
             ).run()
             body_file.close()
-        if log is not None:
-            log.flush()
+        if log is not None and flush:
+            log.flush()  # the loop's write: about 100 a second, so not after every request
 
     return serve, sink
 
@@ -233,6 +241,69 @@ def measure(serve: Callable[[int], None], requests: int, repeat: int) -> list[fl
         serve(requests)
         timings.append((time.perf_counter_ns() - started) / requests / 1000.0)
     return timings
+
+
+def _busy() -> int:
+    """Plain arithmetic, about as long as the server's path: little code, no objects."""
+    total = 0
+    for number in range(400):
+        total += number
+    return total
+
+
+def interleave(scenarios: list[str], requests: int, repeat: int) -> None:
+    """Each scenario alone, Django alone, and the two alternated (see the module notes)."""
+    from benchmarks import inprocess  # imports Django: only in this mode
+
+    django_app = inprocess.load_app("json")
+    template = inprocess.base_environ(*inprocess.REQUESTS["json"])
+
+    def django(count: int) -> None:
+        for _ in range(count):
+            inprocess.call_once(django_app, template)
+
+    def busy(count: int, *, flush: bool = True) -> None:
+        for _ in range(count):
+            _busy()
+
+    subjects: dict[str, Callable[..., None]] = {"arithmetic": busy}
+    for scenario in scenarios:
+        subjects[scenario] = make_server(scenario)[0]
+    django(2000)
+    for serve in subjects.values():
+        serve(2000)
+    gc.collect()
+    gc.freeze()  # as the worker does after loading the application
+
+    def timed(run: Callable[[], None]) -> float:
+        started = time.perf_counter_ns()
+        run()
+        return (time.perf_counter_ns() - started) / requests / 1000.0
+
+    def alternated(serve: Callable[..., None]) -> None:
+        for _ in range(requests):
+            serve(1, flush=False)
+            inprocess.call_once(django_app, template)
+        serve(0)  # the access log's lines, written at once as by the loop
+
+    def alone_and_alternated(serve: Callable[..., None]) -> tuple[float, float]:
+        return timed(lambda: serve(requests)), timed(lambda: alternated(serve))
+
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in subjects}
+    django_alone: list[float] = []
+    for _ in range(repeat):  # interleaved repetitions: a noisy moment touches every figure
+        django_alone.append(timed(lambda: django(requests)))
+        for name, serve in subjects.items():
+            results[name].append(alone_and_alternated(serve))
+    django_median = statistics.median(django_alone)
+    print(f"Django /json alone: {django_median:.1f} us/request (median of {repeat})")
+    for name, pairs in results.items():
+        alone = statistics.median(pair[0] for pair in pairs)
+        both = statistics.median(pair[1] for pair in pairs)
+        print(
+            f"{name:12} alone {alone:6.2f} us; alternated with Django {both:6.1f} us: "
+            f"{both - alone - django_median:+5.1f} us beyond the sum"
+        )
 
 
 def show(scenario: str) -> None:
@@ -264,6 +335,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--top", type=int, default=25, help="functions --profile prints")
     parser.add_argument("--show", metavar="SCENARIO", choices=SCENARIOS)
     parser.add_argument("--vary", action="store_true", help="a new request-target each time")
+    parser.add_argument(
+        "--interleave", action="store_true", help="alternate with a Django request (see above)"
+    )
     return parser.parse_args(argv)
 
 
@@ -274,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.profile:
         profile(args.profile, args.requests, args.top, vary=args.vary)
+        return 0
+    if args.interleave:
+        interleave(args.scenarios.split(","), min(args.requests, 5000), args.repeat)
         return 0
     for scenario in args.scenarios.split(","):
         serve, _ = make_server(scenario, vary=args.vary)

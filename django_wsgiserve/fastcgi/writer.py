@@ -34,7 +34,7 @@ from django_wsgiserve.fastcgi.records import (
     record_header,
 )
 from django_wsgiserve.http import grammar
-from django_wsgiserve.http.writer import append_header_lines
+from django_wsgiserve.http.writer import append_header_lines, plain_text
 
 __all__ = ["FastCGIResponseWriter"]
 
@@ -107,12 +107,5 @@ class FastCGIResponseWriter:
     ) -> bytes:
         """STDOUT records of a complete short plain-text response (no END_REQUEST), with
         ``extra_headers`` (``Retry-After`` on a 503) after its own."""
-        status = f"{status_code} {reason}"
-        if body is None:
-            body = f"{status}\n".encode()
-        headers = [
-            ("Content-Type", "text/plain; charset=utf-8"),
-            ("Content-Length", str(len(body))),
-            *extra_headers,
-        ]
+        status, headers, body = plain_text(status_code, reason, body, extra_headers)
         return self.response_head(status=status, headers=headers) + b"".join(self.body(body))
